@@ -1,0 +1,1061 @@
+/* rl_node.c -- an rlink node: I/O thread, connections, queues. See rl_node.h.
+ *
+ * Locking, in acquisition order:
+ *   node->close_mu   serialises rl_node_close callers
+ *   node->mu         queues, the connection table, params, events, flags
+ *   conn->send_mu    one connection's send ring, its fd for writing, `closed`
+ * A thread holding conn->send_mu never takes node->mu. Only the I/O thread
+ * reads from sockets, accepts, and closes connections.
+ */
+#define _GNU_SOURCE
+#include "rl_node.h"
+#include "rl_poll.h"
+#include "rl_ring.h"
+#include "rl_sock.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ======================================================================== */
+/* types                                                                    */
+/* ======================================================================== */
+enum { CONN_HANDSHAKE = 1, CONN_OPEN = 2, CONN_CLOSED = 3 };
+
+#define RX_CAP (128u * 1024u)      /* small-frame receive buffer */
+#define RX_SMALL_MAX (64u * 1024u) /* larger frames are read straight into their own buffer */
+#define READ_BUDGET (1u << 20)     /* bytes per connection per loop turn: fairness */
+#define PARAMS_PROMOTE_BELOW (256u * 1024u)
+#define MAX_IOV 64
+#define NEVENTS 256
+
+typedef struct rl_conn {
+    long refs;                 /* atomic: the table holds one, senders borrow */
+    int fd;
+    int state;                 /* I/O thread (and table readers under node->mu) */
+    uint64_t peer_id;
+    long long deadline_ms;     /* handshake deadline */
+    unsigned interest;         /* current poller interest, I/O thread only */
+    /* receive side: I/O thread only */
+    uint8_t hs[RL_HELLO_SIZE];
+    size_t hs_have;
+    uint8_t *rx;
+    size_t rx_len;
+    rl_msg *big;
+    uint64_t big_have;
+    /* send side: under send_mu */
+    pthread_mutex_t send_mu;
+    pthread_cond_t send_cv;
+    rl_ring ring;
+    rl_buf *pending_params;
+    int want_out;
+    int closed;
+} rl_conn;
+
+typedef struct msgq {
+    rl_msg *head, *tail;
+    size_t count;
+    uint64_t bytes;
+} msgq;
+
+struct rl_node {
+    rl_config cfg;
+    uint64_t id;
+    int lfd;
+    rl_waker waker;
+    rl_poller *poller;
+    pthread_t thread;
+    int started, joined;
+
+    pthread_mutex_t close_mu;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+
+    rl_conn **conns;
+    int nconns, capconns;
+
+    msgq q[RL_NQUEUES];
+    size_t in_count;           /* messages in all queues */
+    uint64_t in_bytes;
+    int reading_paused;
+
+    rl_buf *params;            /* learner: newest published frame */
+    rl_msg *params_in;         /* actor: newest received, not yet taken */
+    uint64_t params_in_version;
+
+    rl_event events[NEVENTS];
+    int ev_head, ev_count;
+    int ev_pending;            /* atomic mirror of ev_count */
+
+    int closing;               /* under mu; also read atomically */
+    long long flush_deadline;
+    int conn_lost;             /* actor: its only connection is gone */
+    char lost_reason[160];
+};
+
+/* ======================================================================== */
+/* small helpers                                                            */
+/* ======================================================================== */
+static void cond_init_mono(pthread_cond_t *cv) {
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+#if defined(__linux__)
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+#endif
+    pthread_cond_init(cv, &a);
+    pthread_condattr_destroy(&a);
+}
+
+static void deadline_ts(struct timespec *ts, long long deadline_ms) {
+    long long now = rl_now_ms();
+    struct timespec n;
+#if defined(__linux__)
+    clock_gettime(CLOCK_MONOTONIC, &n);
+#else
+    clock_gettime(CLOCK_REALTIME, &n);
+#endif
+    long long left = deadline_ms - now;
+    if (left < 0) left = 0;
+    ts->tv_sec = n.tv_sec + (time_t)(left / 1000);
+    ts->tv_nsec = n.tv_nsec + (long)(left % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) { ts->tv_sec++; ts->tv_nsec -= 1000000000L; }
+}
+
+/* Wait on cv until woken or deadline (-1 = forever). Returns 0 or ETIMEDOUT. */
+static int timed_wait(pthread_cond_t *cv, pthread_mutex_t *mu, long long deadline) {
+    if (deadline < 0) return pthread_cond_wait(cv, mu);
+    if (rl_now_ms() >= deadline) return ETIMEDOUT;
+    struct timespec ts;
+    deadline_ts(&ts, deadline);
+    return pthread_cond_timedwait(cv, mu, &ts);
+}
+
+static long long to_deadline(int timeout_ms) {
+    return timeout_ms < 0 ? -1 : rl_now_ms() + timeout_ms;
+}
+
+static uint64_t random_id(void) {
+    uint64_t v = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (read(fd, &v, sizeof v) != (ssize_t)sizeof v) v = 0;
+        close(fd);
+    }
+    if (v == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        v = ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 16);
+    }
+    v &= 0x7fffffffffffffffull;  /* fits a signed 64-bit integer everywhere */
+    return v ? v : 1;
+}
+
+void rl_msg_free(rl_msg *m) {
+    if (!m) return;
+    free(m->frame);
+    free(m);
+}
+
+static rl_msg *msg_new(const rl_header *h, uint64_t peer_id) {
+    uint64_t size = rl_frame_size(h);
+    if (size > SIZE_MAX - 64) return NULL;
+    rl_msg *m = malloc(sizeof *m);
+    if (!m) return NULL;
+    m->frame = aligned_alloc(64, ((size_t)size + 63) & ~(size_t)63);
+    if (!m->frame) { free(m); return NULL; }
+    m->next = NULL;
+    m->hdr = *h;
+    m->peer_id = peer_id;
+    m->size = size;
+    return m;
+}
+
+void rl_config_default(rl_config *c, int role) {
+    memset(c, 0, sizeof *c);
+    c->role = role;
+    c->retry_attempts = 3;
+    c->queue_max_msgs = 1024;
+    c->queue_max_bytes = (size_t)256 << 20;
+    c->sendq_max_bytes = (size_t)64 << 20;
+    c->handshake_timeout_ms = 5000;
+    rl_limits_default(&c->limits);
+}
+
+/* ---- events (under node->mu) ---- */
+static void push_event(rl_node *n, int type, uint64_t peer, int code, const char *reason) {
+    if (n->ev_count == NEVENTS) {   /* drop the oldest rather than block the I/O thread */
+        n->ev_head = (n->ev_head + 1) % NEVENTS;
+        n->ev_count--;
+    }
+    rl_event *e = &n->events[(n->ev_head + n->ev_count) % NEVENTS];
+    e->type = type;
+    e->peer_id = peer;
+    e->code = code;
+    snprintf(e->reason, sizeof e->reason, "%s", reason ? reason : "");
+    n->ev_count++;
+    __atomic_store_n(&n->ev_pending, n->ev_count, __ATOMIC_RELEASE);
+}
+
+/* ---- queues (under node->mu) ---- */
+static void q_push(rl_node *n, int qi, rl_msg *m) {
+    msgq *q = &n->q[qi];
+    m->next = NULL;
+    if (q->tail) q->tail->next = m; else q->head = m;
+    q->tail = m;
+    q->count++;
+    q->bytes += m->size;
+    n->in_count++;
+    n->in_bytes += m->size;
+}
+
+static rl_msg *q_unlink(rl_node *n, int qi, rl_msg *prev, rl_msg *m) {
+    msgq *q = &n->q[qi];
+    if (prev) prev->next = m->next; else q->head = m->next;
+    if (q->tail == m) q->tail = prev;
+    q->count--;
+    q->bytes -= m->size;
+    n->in_count--;
+    n->in_bytes -= m->size;
+    m->next = NULL;
+    return m;
+}
+
+static int queues_have_room(rl_node *n) {
+    return n->in_count < n->cfg.queue_max_msgs && n->in_bytes < n->cfg.queue_max_bytes;
+}
+
+/* Called after a pop: let the I/O thread read again if it had paused. */
+static void after_pop(rl_node *n) {
+    if (n->reading_paused && queues_have_room(n)) {
+        n->reading_paused = 0;
+        rl_waker_wake(&n->waker);
+    }
+}
+
+/* ======================================================================== */
+/* connections                                                              */
+/* ======================================================================== */
+static rl_conn *conn_new(int fd, int state) {
+    rl_conn *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->rx = malloc(RX_CAP);
+    if (!c->rx) { free(c); return NULL; }
+    c->refs = 1;
+    c->fd = fd;
+    c->state = state;
+    pthread_mutex_init(&c->send_mu, NULL);
+    cond_init_mono(&c->send_cv);
+    rl_ring_init(&c->ring);
+    return c;
+}
+
+static rl_conn *conn_ref(rl_conn *c) {
+    __atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
+    return c;
+}
+
+static void conn_unref(rl_conn *c) {
+    if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
+    rl_ring_free(&c->ring);
+    rl_buf_unref(c->pending_params);
+    rl_msg_free(c->big);
+    free(c->rx);
+    pthread_mutex_destroy(&c->send_mu);
+    pthread_cond_destroy(&c->send_cv);
+    free(c);
+}
+
+/* under node->mu */
+static int table_add(rl_node *n, rl_conn *c) {
+    if (n->nconns == n->capconns) {
+        int cap = n->capconns ? n->capconns * 2 : 16;
+        rl_conn **t = realloc(n->conns, (size_t)cap * sizeof *t);
+        if (!t) return RL_ENOMEM;
+        n->conns = t;
+        n->capconns = cap;
+    }
+    n->conns[n->nconns++] = c;
+    return 0;
+}
+
+static void table_remove(rl_node *n, rl_conn *c) {
+    for (int i = 0; i < n->nconns; i++) {
+        if (n->conns[i] == c) {
+            n->conns[i] = n->conns[--n->nconns];
+            return;
+        }
+    }
+}
+
+/* Find an open connection by peer id and borrow it (under node->mu). */
+static rl_conn *table_find(rl_node *n, uint64_t peer_id) {
+    for (int i = 0; i < n->nconns; i++) {
+        rl_conn *c = n->conns[i];
+        if (c->state == CONN_OPEN && (peer_id == 0 || c->peer_id == peer_id)) return c;
+    }
+    return NULL;
+}
+
+/* Mark a connection closed for writers and close its fd. Any thread that
+ * owns the table reference may call this once (the I/O thread, or close). */
+static void conn_shut(rl_node *n, rl_conn *c) {
+    if (n->poller && c->fd >= 0) rl_poller_del(n->poller, c->fd);
+    pthread_mutex_lock(&c->send_mu);
+    c->closed = 1;
+    if (c->fd >= 0) close(c->fd);
+    c->fd = -1;
+    rl_ring_clear(&c->ring);
+    rl_buf_unref(c->pending_params);
+    c->pending_params = NULL;
+    c->want_out = 0;
+    pthread_cond_broadcast(&c->send_cv);
+    pthread_mutex_unlock(&c->send_mu);
+}
+
+/* I/O thread: drop a connection, report why, release the table's reference. */
+static void conn_drop(rl_node *n, rl_conn *c, int ev_type, int code, const char *reason) {
+    int was_open = c->state == CONN_OPEN;
+    conn_shut(n, c);
+    pthread_mutex_lock(&n->mu);
+    c->state = CONN_CLOSED;
+    table_remove(n, c);
+    if (was_open || ev_type == RL_EV_REJECTED)
+        push_event(n, ev_type, c->peer_id, code, reason);
+    if (n->cfg.role == RL_ROLE_ACTOR && was_open) {
+        n->conn_lost = 1;
+        snprintf(n->lost_reason, sizeof n->lost_reason, "%s", reason);
+    }
+    pthread_cond_broadcast(&n->cv);
+    pthread_mutex_unlock(&n->mu);
+    conn_unref(c);
+}
+
+/* ---- send side ---------------------------------------------------------- */
+
+/* Write as much of the ring as the socket takes (send_mu held). Returns 0 or
+ * RL_ECONNLOST. Promotes pending parameters when the ring runs low. */
+static int ring_flush_locked(rl_conn *c) {
+    void *bases[MAX_IOV];
+    size_t lens[MAX_IOV];
+    for (;;) {
+        if (c->pending_params && c->ring.bytes < PARAMS_PROMOTE_BELOW) {
+            rl_buf *b = c->pending_params;
+            if (rl_ring_push_ref(&c->ring, b, b->data, b->len) == 0) {
+                c->pending_params = NULL;
+                rl_buf_unref(b);
+            }
+        }
+        if (c->ring.bytes == 0) break;
+        int k = rl_ring_peek(&c->ring, bases, lens, MAX_IOV);
+        ssize_t w = rl_sock_writev(c->fd, bases, lens, k);
+        if (w == RL_EAGAIN) break;
+        if (w < 0) return RL_ECONNLOST;
+        rl_ring_consume(&c->ring, (size_t)w);
+    }
+    c->want_out = c->ring.bytes > 0 || c->pending_params != NULL;
+    pthread_cond_broadcast(&c->send_cv);
+    return 0;
+}
+
+int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
+                 const rl_iov *iov, int iovcnt, int timeout_ms) {
+    uint8_t hdr[RL_HEADER_SIZE];
+    rl_header h = *hin;
+    uint64_t body = 0;
+    for (int i = 0; i < iovcnt; i++) body += iov[i].len;
+    if (body != h.meta_len + rl_frame_pad(&h) + h.data_len) return RL_EINVAL;
+    uint64_t total = RL_HEADER_SIZE + body;
+    if (total > n->cfg.limits.max_message_bytes) return RL_ETOOBIG;
+    h.seq = 0;
+    h.ack = 0;
+    rl_header_encode(&h, hdr);
+
+    long long deadline = to_deadline(timeout_ms);
+    pthread_mutex_lock(&n->mu);
+    if (n->closing) { pthread_mutex_unlock(&n->mu); return RL_ECLOSED; }
+    rl_conn *c = table_find(n, n->cfg.role == RL_ROLE_ACTOR ? 0 : peer_id);
+    if (!c) {
+        int rc = n->cfg.role == RL_ROLE_ACTOR ? RL_ECONNLOST : RL_ENOCONN;
+        pthread_mutex_unlock(&n->mu);
+        return rc;
+    }
+    conn_ref(c);
+    pthread_mutex_unlock(&n->mu);
+
+    int rc = RL_OK;
+    pthread_mutex_lock(&c->send_mu);
+    /* Back-pressure: wait for room, but always admit a frame into an empty
+     * ring, so a message larger than the bound still goes out. */
+    while (!c->closed && !__atomic_load_n(&n->closing, __ATOMIC_ACQUIRE) && c->ring.bytes > 0 &&
+           c->ring.bytes + total > n->cfg.sendq_max_bytes) {
+        if (timed_wait(&c->send_cv, &c->send_mu, deadline) == ETIMEDOUT) {
+            rc = RL_ETIMEDOUT;
+            goto out;
+        }
+    }
+    if (c->closed) { rc = RL_ECONNLOST; goto out; }
+    if (__atomic_load_n(&n->closing, __ATOMIC_ACQUIRE)) { rc = RL_ECLOSED; goto out; }
+
+    /* Gather header + body into one iovec list. */
+    void *bases[MAX_IOV];
+    size_t lens[MAX_IOV];
+    int k = 0, next = 0;
+    bases[k] = hdr; lens[k] = RL_HEADER_SIZE; k++;
+    if (c->ring.bytes == 0) {
+        /* Direct write from the caller's memory: no copy, no hand-off. */
+        for (;;) {
+            while (k < MAX_IOV && next < iovcnt) {
+                if (iov[next].len) { bases[k] = (void *)iov[next].base; lens[k] = iov[next].len; k++; }
+                next++;
+            }
+            ssize_t w = rl_sock_writev(c->fd, bases, lens, k);
+            if (w == RL_EAGAIN) break;
+            if (w < 0) { rc = RL_ECONNLOST; goto out; }
+            /* drop fully written entries */
+            size_t ww = (size_t)w;
+            int j = 0;
+            while (j < k && ww >= lens[j]) { ww -= lens[j]; j++; }
+            if (j < k) { bases[j] = (uint8_t *)bases[j] + ww; lens[j] -= ww; }
+            memmove(bases, bases + j, (size_t)(k - j) * sizeof *bases);
+            memmove(lens, lens + j, (size_t)(k - j) * sizeof *lens);
+            k -= j;
+            if (k == 0 && next == iovcnt) goto out;   /* all written */
+            if (ww == 0 && j == 0) break;
+        }
+    }
+    /* Copy what the socket did not take into the ring. */
+    for (int j = 0; j < k; j++) {
+        if (rl_ring_push_copy(&c->ring, bases[j], lens[j])) { rc = RL_ENOMEM; break; }
+    }
+    for (; rc == RL_OK && next < iovcnt; next++) {
+        if (rl_ring_push_copy(&c->ring, iov[next].base, iov[next].len)) rc = RL_ENOMEM;
+    }
+    if (!c->want_out && c->ring.bytes > 0) {
+        c->want_out = 1;
+        rl_waker_wake(&n->waker);
+    }
+out:
+    pthread_mutex_unlock(&c->send_mu);
+    conn_unref(c);
+    return rc;
+}
+
+int rl_node_publish(rl_node *n, const rl_header *hin, const rl_iov *iov, int iovcnt) {
+    rl_header h = *hin;
+    uint64_t body = 0;
+    for (int i = 0; i < iovcnt; i++) body += iov[i].len;
+    if (body != h.meta_len + rl_frame_pad(&h) + h.data_len) return RL_EINVAL;
+    uint64_t total = RL_HEADER_SIZE + body;
+    if (total > n->cfg.limits.max_message_bytes) return RL_ETOOBIG;
+    if (n->cfg.role != RL_ROLE_LEARNER) return RL_EINVAL;
+    rl_buf *b = rl_buf_new((size_t)total);
+    if (!b) return RL_ENOMEM;
+    h.seq = h.ack = 0;
+    rl_header_encode(&h, b->data);
+    size_t off = RL_HEADER_SIZE;
+    for (int i = 0; i < iovcnt; i++) {
+        if (iov[i].len) memcpy(b->data + off, iov[i].base, iov[i].len);
+        off += iov[i].len;
+    }
+    b->len = off;
+
+    pthread_mutex_lock(&n->mu);
+    if (n->closing) { pthread_mutex_unlock(&n->mu); rl_buf_unref(b); return RL_ECLOSED; }
+    rl_buf_unref(n->params);
+    n->params = b;   /* the node's reference */
+    int wake = 0;
+    for (int i = 0; i < n->nconns; i++) {
+        rl_conn *c = n->conns[i];
+        if (c->state != CONN_OPEN) continue;
+        pthread_mutex_lock(&c->send_mu);
+        if (!c->closed) {
+            rl_buf_unref(c->pending_params);   /* a version it never started: skip it */
+            c->pending_params = rl_buf_ref(b);
+            if (!c->want_out) { c->want_out = 1; wake = 1; }
+        }
+        pthread_mutex_unlock(&c->send_mu);
+    }
+    pthread_mutex_unlock(&n->mu);
+    if (wake) rl_waker_wake(&n->waker);
+    return RL_OK;
+}
+
+/* ---- receive side (I/O thread) ----------------------------------------- */
+
+/* A complete frame arrived on c: validate and route it. Returns 0, or an
+ * RL_E* after which the connection must be dropped (*why set). */
+static int deliver(rl_node *n, rl_msg *m, const char **why) {
+    unsigned root = 0;
+    int rc;
+    int kind = m->hdr.kind;
+    if (kind == RL_KIND_BYE) {
+        rl_msg_free(m);
+        *why = n->cfg.role == RL_ROLE_ACTOR ? "the learner closed the connection"
+                                             : "the actor closed the connection";
+        return RL_ECONNLOST;
+    }
+    if (kind == RL_KIND_HEARTBEAT || kind == RL_KIND_ACK) { rl_msg_free(m); return 0; }
+    rc = rl_meta_validate(rl_msg_meta(m), m->hdr.meta_len, m->hdr.data_len, &n->cfg.limits,
+                          &root, why);
+    if (rc) { rl_msg_free(m); return rc; }
+    if (root != RL_T_DICT) { rl_msg_free(m); *why = "message root is not a dict"; return RL_EPROTO; }
+
+    int qi = -1;
+    if (n->cfg.role == RL_ROLE_LEARNER) {
+        if (kind == RL_KIND_TRAJ) qi = RL_Q_TRAJ;
+        else if (kind == RL_KIND_REQUEST) qi = RL_Q_REQUEST;
+    } else {
+        if (kind == RL_KIND_PUSH) qi = RL_Q_PUSH;
+        else if (kind == RL_KIND_REPLY) qi = RL_Q_REPLY;
+        else if (kind == RL_KIND_PARAMS) qi = -2;
+    }
+    if (qi == -1) {
+        rl_msg_free(m);
+        *why = "unexpected frame kind for this direction";
+        return RL_EPROTO;
+    }
+    pthread_mutex_lock(&n->mu);
+    if (qi == -2) {
+        if (!n->params_in_version || m->hdr.ref > n->params_in_version || !n->params_in) {
+            rl_msg_free(n->params_in);
+            n->params_in = m;
+            n->params_in_version = m->hdr.ref;
+        } else {
+            rl_msg_free(m);
+        }
+    } else {
+        q_push(n, qi, m);
+    }
+    pthread_cond_broadcast(&n->cv);
+    pthread_mutex_unlock(&n->mu);
+    return 0;
+}
+
+/* Learner: the actor's hello is complete. */
+static int finish_handshake(rl_node *n, rl_conn *c, const char **why, char *buf, size_t bufsz) {
+    rl_hello peer, mine;
+    int rc = rl_hello_decode(c->hs, &peer);
+    memset(&mine, 0, sizeof mine);
+    mine.version = RL_PROTOCOL_VERSION;
+    mine.role = RL_ROLE_LEARNER;
+    mine.flags = n->cfg.reliable ? RL_HELLO_RELIABLE : 0;
+    mine.node_id = n->id;
+    mine.max_message = (uint32_t)(n->cfg.limits.max_message_bytes >> 20);
+    mine.retry_attempts = n->cfg.retry_attempts;
+    uint8_t out[RL_HELLO_SIZE];
+    rl_hello_encode(&mine, out);
+    if (rc == RL_EVERSION) {
+        void *b = out;
+        size_t l = sizeof out;
+        rl_sock_writev(c->fd, &b, &l, 1);  /* best effort: let the peer name both versions */
+        snprintf(buf, bufsz, "peer speaks rlink protocol version %u, this node speaks %u",
+                 (unsigned)peer.version, RL_PROTOCOL_VERSION);
+        *why = buf;
+        return rc;
+    }
+    if (rc) { *why = "bad handshake (not an rlink peer?)"; return rc; }
+    if (peer.role != RL_ROLE_ACTOR) { *why = "peer is not an actor"; return RL_EPROTO; }
+
+    pthread_mutex_lock(&n->mu);
+    /* The same actor reconnecting replaces its old (possibly half-open) link. */
+    rl_conn *old = table_find(n, peer.node_id);
+    c->peer_id = peer.node_id;
+    c->state = CONN_OPEN;
+    push_event(n, RL_EV_JOINED, c->peer_id, 0, "");
+    rl_buf *params = n->params ? rl_buf_ref(n->params) : NULL;
+    pthread_mutex_unlock(&n->mu);
+    if (old && old != c) conn_drop(n, old, RL_EV_LEFT, RL_ECONNLOST, "replaced by a new connection from the same actor");
+
+    pthread_mutex_lock(&c->send_mu);
+    rl_ring_push_copy(&c->ring, out, sizeof out);
+    c->pending_params = params;
+    rc = ring_flush_locked(c);
+    pthread_mutex_unlock(&c->send_mu);
+    if (rc) { *why = "connection lost during the handshake"; return rc; }
+    return 0;
+}
+
+/* Read what is available on c (up to the fairness budget). Returns 0, or an
+ * RL_E* after which the connection must be dropped (*why set). */
+static int conn_read(rl_node *n, rl_conn *c, const char **why, char *buf, size_t bufsz) {
+    size_t budget = READ_BUDGET;
+    while (budget > 0) {
+        if (c->state == CONN_HANDSHAKE) {
+            ssize_t r = rl_sock_read(c->fd, c->hs + c->hs_have, RL_HELLO_SIZE - c->hs_have);
+            if (r == RL_EAGAIN) return 0;
+            if (r <= 0) { *why = "peer closed the connection during the handshake"; return RL_ECONNLOST; }
+            c->hs_have += (size_t)r;
+            if (c->hs_have < RL_HELLO_SIZE) continue;
+            int rc = finish_handshake(n, c, why, buf, bufsz);
+            if (rc) return rc;
+            continue;
+        }
+        if (c->big) {
+            uint64_t left = c->big->size - c->big_have;
+            ssize_t r = rl_sock_read(c->fd, c->big->frame + c->big_have,
+                                     left > ((uint64_t)1 << 30) ? ((size_t)1 << 30) : (size_t)left);
+            if (r == RL_EAGAIN) return 0;
+            if (r <= 0) { *why = r == 0 ? "peer closed the connection" : "connection reset"; return RL_ECONNLOST; }
+            c->big_have += (uint64_t)r;
+            budget = (size_t)r >= budget ? 0 : budget - (size_t)r;
+            if (c->big_have == c->big->size) {
+                rl_msg *m = c->big;
+                c->big = NULL;
+                int rc = deliver(n, m, why);
+                if (rc) return rc;
+            }
+            continue;
+        }
+        ssize_t r = rl_sock_read(c->fd, c->rx + c->rx_len, RX_CAP - c->rx_len);
+        if (r == RL_EAGAIN) return 0;
+        if (r <= 0) {
+            *why = r == 0 ? (c->rx_len ? "peer closed the connection in the middle of a frame"
+                                       : "peer closed the connection")
+                          : "connection reset";
+            return RL_ECONNLOST;
+        }
+        c->rx_len += (size_t)r;
+        budget = (size_t)r >= budget ? 0 : budget - (size_t)r;
+        size_t off = 0;
+        while (c->rx_len - off >= RL_HEADER_SIZE) {
+            rl_header h;
+            int rc = rl_header_decode(c->rx + off, n->cfg.limits.max_message_bytes, &h);
+            if (rc) {
+                *why = rc == RL_ELIMIT ? "frame larger than max_message_bytes" : "malformed frame header";
+                return rc;
+            }
+            uint64_t size = rl_frame_size(&h);
+            if (size <= c->rx_len - off) {
+                rl_msg *m = msg_new(&h, c->peer_id);
+                if (!m) { *why = "out of memory"; return RL_ENOMEM; }
+                memcpy(m->frame, c->rx + off, (size_t)size);
+                off += (size_t)size;
+                rc = deliver(n, m, why);
+                if (rc) return rc;
+            } else if (size > RX_SMALL_MAX) {
+                rl_msg *m = msg_new(&h, c->peer_id);
+                if (!m) { *why = "out of memory"; return RL_ENOMEM; }
+                size_t have = c->rx_len - off;
+                memcpy(m->frame, c->rx + off, have);
+                off += have;
+                c->big = m;
+                c->big_have = have;
+                break;
+            } else {
+                break;   /* need more bytes */
+            }
+        }
+        if (off) {
+            memmove(c->rx, c->rx + off, c->rx_len - off);
+            c->rx_len -= off;
+        }
+    }
+    return 0;
+}
+
+/* ======================================================================== */
+/* the I/O thread                                                           */
+/* ======================================================================== */
+static void accept_all(rl_node *n) {
+    for (;;) {
+        int fd = rl_sock_accept(n->lfd);
+        if (fd < 0) return;
+        rl_conn *c = conn_new(fd, CONN_HANDSHAKE);
+        if (!c) { close(fd); return; }
+        c->deadline_ms = rl_now_ms() + n->cfg.handshake_timeout_ms;
+        pthread_mutex_lock(&n->mu);
+        int rc = table_add(n, c);
+        pthread_mutex_unlock(&n->mu);
+        if (rc) { conn_shut(n, c); conn_unref(c); return; }
+        c->interest = RL_POLLIN;
+        rl_poller_set(n->poller, fd, RL_POLLIN, c);
+    }
+}
+
+/* Send BYE on every open connection (best effort) and close everything. */
+static void shutdown_all(rl_node *n) {
+    uint8_t bye[RL_HEADER_SIZE];
+    rl_header h;
+    memset(&h, 0, sizeof h);
+    h.kind = RL_KIND_BYE;
+    rl_header_encode(&h, bye);
+    for (;;) {
+        pthread_mutex_lock(&n->mu);
+        rl_conn *c = n->nconns ? n->conns[n->nconns - 1] : NULL;
+        if (c) { n->nconns--; c->state = CONN_CLOSED; }
+        pthread_mutex_unlock(&n->mu);
+        if (!c) break;
+        pthread_mutex_lock(&c->send_mu);
+        if (!c->closed && c->fd >= 0 && c->ring.bytes == 0) {
+            void *b = bye;
+            size_t l = sizeof bye;
+            rl_sock_writev(c->fd, &b, &l, 1);
+        }
+        pthread_mutex_unlock(&c->send_mu);
+        conn_shut(n, c);
+        conn_unref(c);
+    }
+}
+
+static void *io_main(void *arg) {
+    rl_node *n = arg;
+    rl_poll_event evs[128];
+    char why_buf[160];
+    rl_conn **snap = NULL;
+    int snap_cap = 0;
+    for (;;) {
+        long long now = rl_now_ms();
+        int closing = __atomic_load_n(&n->closing, __ATOMIC_ACQUIRE);
+        pthread_mutex_lock(&n->mu);
+        int room = queues_have_room(n);
+        if (!room) n->reading_paused = 1;
+        if (n->nconns > snap_cap) {
+            int cap = n->nconns * 2;
+            rl_conn **t = realloc(snap, (size_t)cap * sizeof *t);
+            if (t) { snap = t; snap_cap = cap; }
+        }
+        int ns = 0;
+        long long next_deadline = -1;
+        int pending_out = 0;
+        for (int i = 0; i < n->nconns && i < snap_cap; i++) snap[ns++] = conn_ref(n->conns[i]);
+        pthread_mutex_unlock(&n->mu);
+
+        /* Update interest, reap handshakes that took too long, flush. */
+        for (int i = 0; i < ns; i++) {
+            rl_conn *c = snap[i];
+            if (c->state == CONN_HANDSHAKE && now >= c->deadline_ms) {
+                conn_drop(n, c, RL_EV_REJECTED, RL_ETIMEDOUT, "handshake not completed in time");
+                conn_unref(c);
+                snap[i] = NULL;
+                continue;
+            }
+            if (c->state == CONN_HANDSHAKE &&
+                (next_deadline < 0 || c->deadline_ms < next_deadline))
+                next_deadline = c->deadline_ms;
+            pthread_mutex_lock(&c->send_mu);
+            int err = 0;
+            if (c->want_out && !c->closed) err = ring_flush_locked(c);
+            int wo = c->want_out;
+            pthread_mutex_unlock(&c->send_mu);
+            if (err) {
+                conn_drop(n, c, RL_EV_LEFT, RL_ECONNLOST, "connection lost while sending");
+                conn_unref(c);
+                snap[i] = NULL;
+                continue;
+            }
+            pending_out |= wo;
+            unsigned want = ((room && !closing) || c->state == CONN_HANDSHAKE ? RL_POLLIN : 0) |
+                            (wo ? RL_POLLOUT : 0);
+            if (want != c->interest && c->state != CONN_CLOSED) {
+                c->interest = want;
+                rl_poller_set(n->poller, c->fd, want, c);
+            }
+        }
+        for (int i = 0; i < ns; i++) if (snap[i]) conn_unref(snap[i]);
+
+        if (closing) {
+            if (!pending_out || now >= n->flush_deadline) break;
+        }
+
+        int timeout = 1000;
+        if (next_deadline >= 0) {
+            long long t = next_deadline - now;
+            if (t < timeout) timeout = t < 0 ? 0 : (int)t;
+        }
+        if (closing) {
+            long long t = n->flush_deadline - now;
+            if (t < timeout) timeout = t < 0 ? 0 : (int)t;
+        }
+        int k = rl_poller_wait(n->poller, evs, 128, timeout);
+        for (int i = 0; i < k; i++) {
+            if (evs[i].fd == n->waker.rfd) { rl_waker_drain(&n->waker); continue; }
+            if (evs[i].fd == n->lfd) { if (!closing) accept_all(n); continue; }
+            rl_conn *c = evs[i].ctx;
+            /* still in the table? (an earlier event this turn may have dropped it) */
+            pthread_mutex_lock(&n->mu);
+            int alive = 0;
+            for (int j = 0; j < n->nconns; j++) if (n->conns[j] == c) { alive = 1; break; }
+            if (alive) conn_ref(c);
+            pthread_mutex_unlock(&n->mu);
+            if (!alive) continue;
+            const char *why = NULL;
+            int rc = 0;
+            if (evs[i].events & RL_POLLOUT) {
+                pthread_mutex_lock(&c->send_mu);
+                if (!c->closed) rc = ring_flush_locked(c);
+                pthread_mutex_unlock(&c->send_mu);
+                if (rc) why = "connection lost while sending";
+            }
+            if (!rc && (evs[i].events & RL_POLLIN) && (c->interest & RL_POLLIN))
+                rc = conn_read(n, c, &why, why_buf, sizeof why_buf);
+            if (rc) {
+                int ev = (rc == RL_ECONNLOST) ? RL_EV_LEFT : RL_EV_REJECTED;
+                if (c->state == CONN_HANDSHAKE) ev = RL_EV_REJECTED;
+                conn_drop(n, c, ev, rc, why ? why : rl_strerror(rc));
+            }
+            conn_unref(c);
+        }
+    }
+    free(snap);
+    shutdown_all(n);
+    return NULL;
+}
+
+/* ======================================================================== */
+/* public API                                                               */
+/* ======================================================================== */
+int rl_node_create(const rl_config *cfg, rl_node **out) {
+    rl_node *n = calloc(1, sizeof *n);
+    if (!n) return RL_ENOMEM;
+    n->cfg = *cfg;
+    if (n->cfg.limits.max_depth > RL_MAX_DEPTH) n->cfg.limits.max_depth = RL_MAX_DEPTH;
+    if (n->cfg.limits.max_ndim > RL_MAX_NDIM) n->cfg.limits.max_ndim = RL_MAX_NDIM;
+    n->id = cfg->node_id ? cfg->node_id : random_id();
+    n->lfd = -1;
+    n->waker.rfd = n->waker.wfd = -1;
+    pthread_mutex_init(&n->close_mu, NULL);
+    pthread_mutex_init(&n->mu, NULL);
+    cond_init_mono(&n->cv);
+    if (rl_waker_open(&n->waker) || !(n->poller = rl_poller_new())) {
+        rl_waker_close(&n->waker);
+        rl_poller_free(n->poller);
+        free(n);
+        return RL_ESYS;
+    }
+    *out = n;
+    return RL_OK;
+}
+
+uint64_t rl_node_id(const rl_node *n) { return n->id; }
+
+int rl_node_listen(rl_node *n, const char *host, int port, int *bound_port) {
+    if (n->cfg.role != RL_ROLE_LEARNER || n->lfd >= 0) return RL_EINVAL;
+    int fd = rl_sock_listen(host, port, bound_port);
+    if (fd < 0) return fd;
+    n->lfd = fd;
+    return RL_OK;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t len, long long deadline) {
+    while (len) {
+        void *b = (void *)p;
+        ssize_t w = rl_sock_writev(fd, &b, &len, 1);
+        if (w == RL_EAGAIN) {
+            int rc = rl_sock_wait(fd, RL_POLLOUT, (int)(deadline - rl_now_ms()));
+            if (rc) return rc;
+            continue;
+        }
+        if (w < 0) return RL_ECONNLOST;
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+static int read_all(int fd, uint8_t *p, size_t len, long long deadline) {
+    while (len) {
+        ssize_t r = rl_sock_read(fd, p, len);
+        if (r == RL_EAGAIN) {
+            long long left = deadline - rl_now_ms();
+            if (left <= 0) return RL_ETIMEDOUT;
+            int rc = rl_sock_wait(fd, RL_POLLIN, (int)left);
+            if (rc) return rc;
+            continue;
+        }
+        if (r <= 0) return RL_ECONNLOST;
+        p += r;
+        len -= (size_t)r;
+    }
+    return 0;
+}
+
+int rl_node_connect(rl_node *n, const char *host, int port, int timeout_ms, rl_hello *peer) {
+    if (n->cfg.role != RL_ROLE_ACTOR) return RL_EINVAL;
+    long long deadline = rl_now_ms() + timeout_ms;
+    int fd = rl_sock_connect(host, port, timeout_ms);
+    if (fd < 0) return fd;
+    rl_hello mine;
+    memset(&mine, 0, sizeof mine);
+    mine.version = RL_PROTOCOL_VERSION;
+    mine.role = RL_ROLE_ACTOR;
+    mine.flags = n->cfg.reliable ? RL_HELLO_RELIABLE : 0;
+    mine.node_id = n->id;
+    mine.max_message = (uint32_t)(n->cfg.limits.max_message_bytes >> 20);
+    mine.retry_attempts = n->cfg.retry_attempts;
+    uint8_t buf[RL_HELLO_SIZE];
+    rl_hello_encode(&mine, buf);
+    int rc = write_all(fd, buf, sizeof buf, deadline);
+    if (!rc) rc = read_all(fd, buf, sizeof buf, deadline);
+    if (!rc) {
+        memset(peer, 0, sizeof *peer);
+        rc = rl_hello_decode(buf, peer);
+        if (!rc && peer->role != RL_ROLE_LEARNER) rc = RL_EPROTO;
+    }
+    if (rc) { close(fd); return rc; }
+    rl_conn *c = conn_new(fd, CONN_OPEN);
+    if (!c) { close(fd); return RL_ENOMEM; }
+    c->peer_id = peer->node_id;
+    pthread_mutex_lock(&n->mu);
+    rc = table_add(n, c);
+    n->conn_lost = 0;
+    n->lost_reason[0] = 0;
+    pthread_mutex_unlock(&n->mu);
+    if (rc) { conn_shut(n, c); conn_unref(c); }
+    return rc;
+}
+
+int rl_node_start(rl_node *n) {
+    if (n->started) return RL_EINVAL;
+    if (rl_poller_set(n->poller, n->waker.rfd, RL_POLLIN, NULL)) return RL_ESYS;
+    if (n->lfd >= 0 && rl_poller_set(n->poller, n->lfd, RL_POLLIN, NULL)) return RL_ESYS;
+    pthread_mutex_lock(&n->mu);
+    for (int i = 0; i < n->nconns; i++) {
+        n->conns[i]->interest = RL_POLLIN;
+        rl_poller_set(n->poller, n->conns[i]->fd, RL_POLLIN, n->conns[i]);
+    }
+    pthread_mutex_unlock(&n->mu);
+    if (pthread_create(&n->thread, NULL, io_main, n) != 0) return RL_ESYS;
+    n->started = 1;
+    return RL_OK;
+}
+
+int rl_node_recv(rl_node *n, int qi, rl_msg **out, int max, int timeout_ms) {
+    if (qi < 0 || qi >= RL_NQUEUES || max < 1) return RL_EINVAL;
+    long long deadline = to_deadline(timeout_ms);
+    pthread_mutex_lock(&n->mu);
+    int rc;
+    for (;;) {
+        if (n->closing) { rc = RL_ECLOSED; break; }
+        if (n->q[qi].head) {
+            int k = 0;
+            while (k < max && n->q[qi].head) out[k++] = q_unlink(n, qi, NULL, n->q[qi].head);
+            after_pop(n);
+            rc = k;
+            break;
+        }
+        if (n->conn_lost) { rc = RL_ECONNLOST; break; }
+        if (timed_wait(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
+    }
+    pthread_mutex_unlock(&n->mu);
+    return rc;
+}
+
+int rl_node_wait_reply(rl_node *n, uint64_t request_id, int timeout_ms, rl_msg **out) {
+    long long deadline = to_deadline(timeout_ms);
+    pthread_mutex_lock(&n->mu);
+    int rc;
+    for (;;) {
+        if (n->closing) { rc = RL_ECLOSED; break; }
+        rl_msg *prev = NULL, *m = n->q[RL_Q_REPLY].head;
+        while (m && m->hdr.ref != request_id) { prev = m; m = m->next; }
+        if (m) {
+            *out = q_unlink(n, RL_Q_REPLY, prev, m);
+            after_pop(n);
+            rc = RL_OK;
+            break;
+        }
+        if (n->conn_lost) { rc = RL_ECONNLOST; break; }
+        if (timed_wait(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
+    }
+    pthread_mutex_unlock(&n->mu);
+    return rc;
+}
+
+int rl_node_take_params(rl_node *n, uint64_t newer_than, int timeout_ms, rl_msg **out) {
+    long long deadline = to_deadline(timeout_ms);
+    pthread_mutex_lock(&n->mu);
+    int rc;
+    for (;;) {
+        if (n->closing) { rc = RL_ECLOSED; break; }
+        if (n->params_in && n->params_in_version > newer_than) {
+            *out = n->params_in;
+            n->params_in = NULL;
+            rc = RL_OK;
+            break;
+        }
+        if (n->conn_lost) { rc = RL_ECONNLOST; break; }
+        if (timed_wait(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
+    }
+    pthread_mutex_unlock(&n->mu);
+    return rc;
+}
+
+int rl_node_peers(rl_node *n, uint64_t *ids, int max) {
+    pthread_mutex_lock(&n->mu);
+    int k = 0;
+    for (int i = 0; i < n->nconns; i++) {
+        if (n->conns[i]->state != CONN_OPEN) continue;
+        if (k < max) ids[k] = n->conns[i]->peer_id;
+        k++;
+    }
+    pthread_mutex_unlock(&n->mu);
+    return k;
+}
+
+int rl_node_events_pending(rl_node *n) { return __atomic_load_n(&n->ev_pending, __ATOMIC_ACQUIRE); }
+
+int rl_node_next_event(rl_node *n, rl_event *ev) {
+    pthread_mutex_lock(&n->mu);
+    int got = 0;
+    if (n->ev_count) {
+        *ev = n->events[n->ev_head];
+        n->ev_head = (n->ev_head + 1) % NEVENTS;
+        n->ev_count--;
+        __atomic_store_n(&n->ev_pending, n->ev_count, __ATOMIC_RELEASE);
+        got = 1;
+    }
+    pthread_mutex_unlock(&n->mu);
+    return got;
+}
+
+const char *rl_node_lost_reason(rl_node *n) { return n->lost_reason; }
+
+void rl_node_close(rl_node *n, int flush_timeout_ms) {
+    pthread_mutex_lock(&n->close_mu);
+    if (!n->joined) {
+        pthread_mutex_lock(&n->mu);
+        n->flush_deadline = rl_now_ms() + (flush_timeout_ms < 0 ? 0 : flush_timeout_ms);
+        __atomic_store_n(&n->closing, 1, __ATOMIC_RELEASE);
+        pthread_cond_broadcast(&n->cv);
+        for (int i = 0; i < n->nconns; i++) {
+            rl_conn *c = n->conns[i];
+            pthread_mutex_lock(&c->send_mu);
+            pthread_cond_broadcast(&c->send_cv);
+            pthread_mutex_unlock(&c->send_mu);
+        }
+        pthread_mutex_unlock(&n->mu);
+        if (n->started) {
+            rl_waker_wake(&n->waker);
+            pthread_join(n->thread, NULL);
+        } else {
+            shutdown_all(n);
+        }
+        n->joined = 1;
+        if (n->lfd >= 0) { close(n->lfd); n->lfd = -1; }
+        rl_waker_close(&n->waker);
+        rl_poller_free(n->poller);
+        n->poller = NULL;
+    }
+    pthread_mutex_unlock(&n->close_mu);
+}
+
+void rl_node_destroy(rl_node *n) {
+    if (!n) return;
+    rl_node_close(n, 0);
+    for (int qi = 0; qi < RL_NQUEUES; qi++) {
+        rl_msg *m = n->q[qi].head;
+        while (m) { rl_msg *nx = m->next; rl_msg_free(m); m = nx; }
+    }
+    rl_msg_free(n->params_in);
+    rl_buf_unref(n->params);
+    free(n->conns);
+    pthread_cond_destroy(&n->cv);
+    pthread_mutex_destroy(&n->mu);
+    pthread_mutex_destroy(&n->close_mu);
+    free(n);
+}

@@ -1,0 +1,144 @@
+/*
+ * rl_node.h -- an rlink node: sockets, an I/O thread owned by C, bounded
+ * queues and the three patterns (many-to-one, one-to-many, bidirectional).
+ *
+ * Threads. Each started node owns one I/O thread that accepts, reads,
+ * validates, assembles frames and drains send queues. Every other function
+ * here may be called from any number of application threads at once unless
+ * its comment says otherwise; none of them may be called after
+ * rl_node_destroy. Blocking functions take a timeout in milliseconds
+ * (-1 = forever) and return RL_ETIMEDOUT when it passes; the Python binding
+ * calls them in short slices with the GIL released so signals are seen.
+ *
+ * Ownership. rl_msg objects returned by the receive functions belong to the
+ * caller, who releases them with rl_msg_free. Memory passed to rl_node_send
+ * is only borrowed for the duration of the call: when it returns, every byte
+ * has been written to the socket or copied.
+ */
+#ifndef RL_NODE_H
+#define RL_NODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rl_frame.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct rl_node rl_node;
+
+/* A received frame: one 64-byte-aligned allocation holding the whole frame
+ * (header included). Arrays decoded from it may point into `frame`. */
+typedef struct rl_msg {
+    struct rl_msg *next;      /* queue link, internal */
+    rl_header hdr;
+    uint64_t peer_id;         /* node id of the sending peer */
+    uint8_t *frame;           /* owned, rl_frame_size(&hdr) bytes */
+    uint64_t size;
+} rl_msg;
+
+void rl_msg_free(rl_msg *m);
+static inline const uint8_t *rl_msg_meta(const rl_msg *m) { return m->frame + RL_HEADER_SIZE; }
+static inline uint8_t *rl_msg_data(const rl_msg *m) { return m->frame + rl_frame_data_offset(&m->hdr); }
+
+typedef struct rl_config {
+    int role;                    /* RL_ROLE_ACTOR / RL_ROLE_LEARNER */
+    int reliable;                /* carried in the handshake */
+    uint32_t retry_attempts;     /* carried in the handshake */
+    uint64_t node_id;            /* 0 = pick a random one */
+    size_t queue_max_msgs;       /* receive queue bound (messages) */
+    size_t queue_max_bytes;      /* receive queue bound (bytes) */
+    size_t sendq_max_bytes;      /* per-connection send queue bound */
+    int handshake_timeout_ms;
+    rl_limits limits;
+} rl_config;
+
+void rl_config_default(rl_config *c, int role);
+
+/* Receive queues. */
+enum { RL_Q_TRAJ = 0, RL_Q_REQUEST = 1, RL_Q_PUSH = 2, RL_Q_REPLY = 3, RL_NQUEUES = 4 };
+
+/* Events reported to the application (joins, leaves, violations). */
+typedef struct rl_event {
+    int type;                 /* RL_EV_* */
+    uint64_t peer_id;
+    int code;                 /* RL_E* for LEFT/REJECTED */
+    char reason[160];
+} rl_event;
+enum { RL_EV_JOINED = 1, RL_EV_LEFT = 2, RL_EV_REJECTED = 3 };
+
+/* Create a node (not yet connected or listening). */
+int rl_node_create(const rl_config *cfg, rl_node **out);
+
+/* Learner: bind and listen. host NULL or "" = all interfaces. *bound_port
+ * receives the port actually bound (useful with port 0). Call once, before
+ * rl_node_start. */
+int rl_node_listen(rl_node *n, const char *host, int port, int *bound_port);
+
+/* Actor: connect to the learner and complete the handshake, trying every
+ * address host resolves to, within timeout_ms. One attempt per address: the
+ * retry policy belongs to the caller. On RL_EVERSION / RL_EPROTO, *peer holds
+ * what the learner sent (if anything). Call before rl_node_start. */
+int rl_node_connect(rl_node *n, const char *host, int port, int timeout_ms, rl_hello *peer);
+
+/* Start the I/O thread. */
+int rl_node_start(rl_node *n);
+
+/* This node's id (as sent in the hello). */
+uint64_t rl_node_id(const rl_node *n);
+
+/* Send one frame: header fields kind/flags/ref are taken from *h, meta_len
+ * and data_len must describe iov exactly (the header is prepended here).
+ * peer_id selects the connection on a learner; an actor ignores it.
+ * Blocks while the connection's send queue is over its bound (up to
+ * timeout_ms); then writes directly if nothing is queued, and copies what the
+ * socket did not take. Returns RL_OK, RL_ETIMEDOUT (nothing was sent),
+ * RL_ECLOSED, RL_ECONNLOST / RL_ENOCONN, RL_ETOOBIG. */
+typedef struct rl_iov { const void *base; size_t len; } rl_iov;
+int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *h,
+                 const rl_iov *iov, int iovcnt, int timeout_ms);
+
+/* Learner: publish parameters to every actor (now and later joiners).
+ * The frame is copied once into a shared buffer; each actor is sent only the
+ * newest version it has not yet started receiving. */
+int rl_node_publish(rl_node *n, const rl_header *h, const rl_iov *iov, int iovcnt);
+
+/* Pop up to max messages from queue q, waiting up to timeout_ms for the
+ * first. Returns the count (>= 1) or a negative RL_E*. An actor whose
+ * connection is lost gets RL_ECONNLOST once its queue is empty. */
+int rl_node_recv(rl_node *n, int q, rl_msg **out, int max, int timeout_ms);
+
+/* Actor: wait for the reply whose ref == request_id. */
+int rl_node_wait_reply(rl_node *n, uint64_t request_id, int timeout_ms, rl_msg **out);
+
+/* Actor: take the newest parameters received, if its version > newer_than,
+ * waiting up to timeout_ms. Ownership of the message moves to the caller. */
+int rl_node_take_params(rl_node *n, uint64_t newer_than, int timeout_ms, rl_msg **out);
+
+/* Learner: copy the ids of connected peers into ids (up to max); returns the
+ * number connected. */
+int rl_node_peers(rl_node *n, uint64_t *ids, int max);
+
+/* Pop one pending event; returns 1 if one was written, 0 if none. */
+int rl_node_next_event(rl_node *n, rl_event *ev);
+/* Number of events waiting (cheap, lock-free read). */
+int rl_node_events_pending(rl_node *n);
+
+/* Why an actor's connection was lost (static string, "" while connected). */
+const char *rl_node_lost_reason(rl_node *n);
+
+/* Stop: flush send queues for up to flush_timeout_ms, send BYE, close every
+ * socket, join the I/O thread, and wake every blocked caller with RL_ECLOSED.
+ * Idempotent and safe from any thread (except the I/O thread). */
+void rl_node_close(rl_node *n, int flush_timeout_ms);
+
+/* Free the node. Call once, after rl_node_close, when no thread can still be
+ * inside any rl_node_* call. */
+void rl_node_destroy(rl_node *n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,69 @@
+/*
+ * rl_ring.h -- the per-connection send ring.
+ *
+ * A ring of segments waiting to be written to one socket, drained with a
+ * single writev of many segments. Small frames are copied into shared 64 KiB
+ * chunks so that a burst of them goes out in one syscall; a large frame gets
+ * a chunk of its own; a frame shared by several connections (parameter
+ * broadcast) is referenced, not copied.
+ *
+ * Thread safety: none. The owner (rl_node's connection) serialises every
+ * call with its send lock. rl_buf reference counts are atomic, so a buffer
+ * may be shared by rings owned by different threads.
+ */
+#ifndef RL_RING_H
+#define RL_RING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A reference-counted byte buffer. */
+typedef struct rl_buf {
+    long refs;            /* atomic */
+    size_t len, cap;
+    uint8_t *data;        /* 64-byte aligned, owned */
+} rl_buf;
+
+rl_buf *rl_buf_new(size_t cap);          /* refs = 1, len = 0; NULL on ENOMEM */
+rl_buf *rl_buf_ref(rl_buf *b);
+void rl_buf_unref(rl_buf *b);             /* frees at zero; NULL is a no-op */
+
+typedef struct rl_seg {
+    const uint8_t *p;
+    size_t len;
+    rl_buf *owner;        /* one reference held by the ring */
+} rl_seg;
+
+typedef struct rl_ring {
+    rl_seg *segs;
+    size_t cap, head, count;   /* circular */
+    size_t bytes;              /* bytes queued, all segments */
+} rl_ring;
+
+#define RL_RING_CHUNK 65536u
+
+void rl_ring_init(rl_ring *r);
+void rl_ring_clear(rl_ring *r);           /* drop every segment */
+void rl_ring_free(rl_ring *r);
+
+/* Copy n bytes at p onto the tail, coalescing into the last chunk when it
+ * has room. Returns 0 or RL_ENOMEM (then nothing was added). */
+int rl_ring_push_copy(rl_ring *r, const void *p, size_t n);
+/* Append a segment referring to [p, p+n) inside b (takes a new reference). */
+int rl_ring_push_ref(rl_ring *r, rl_buf *b, const uint8_t *p, size_t n);
+
+/* Fill up to max iovec-like pairs (base, len) with the head segments; returns
+ * how many were filled. */
+int rl_ring_peek(const rl_ring *r, void **bases, size_t *lens, int max);
+/* Remove n bytes from the head (after a successful write of n bytes);
+ * n must not exceed r->bytes. */
+void rl_ring_consume(rl_ring *r, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,59 @@
+/*
+ * rl_sock.h -- socket helpers: listen, connect, options, a wake-up channel.
+ *
+ * Every function is thread-safe (no shared state). Returned fds belong to the
+ * caller. Errors are negative RL_E* codes; errno is left as the OS set it.
+ */
+#ifndef RL_SOCK_H
+#define RL_SOCK_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Socket buffer size requested for data connections (multi-MB messages). */
+#define RL_SOCK_BUF (4 << 20)
+
+/* Bind and listen on host:port (host NULL/"" = all interfaces, IPv6 dual
+ * stack where available). The fd is non-blocking and close-on-exec.
+ * Returns the fd or RL_EADDRINUSE / RL_ESYS / RL_EINVAL (bad host). */
+int rl_sock_listen(const char *host, int port, int *bound_port);
+
+/* Connect to host:port, trying every resolved address, each bounded by the
+ * remaining time. Returns a connected non-blocking fd or RL_ECONNREFUSED,
+ * RL_ETIMEDOUT, RL_EINVAL (unresolvable host), RL_ESYS. */
+int rl_sock_connect(const char *host, int port, int timeout_ms);
+
+/* Accept one connection (non-blocking); returns fd, RL_EAGAIN or RL_ESYS. */
+int rl_sock_accept(int lfd);
+
+/* TCP_NODELAY, buffer sizes, non-blocking, close-on-exec. */
+void rl_sock_tune(int fd);
+
+/* Wait until fd is readable (RL_POLLIN) / writable (RL_POLLOUT), up to
+ * timeout_ms. Returns 0, RL_ETIMEDOUT or RL_ESYS. */
+int rl_sock_wait(int fd, unsigned events, int timeout_ms);
+
+/* write/writev that never raise SIGPIPE. Return bytes written, RL_EAGAIN,
+ * or RL_ECONNLOST. */
+ssize_t rl_sock_writev(int fd, void *const *bases, const size_t *lens, int cnt);
+/* Returns bytes read, 0 at EOF, RL_EAGAIN, or RL_ECONNLOST. */
+ssize_t rl_sock_read(int fd, void *buf, size_t n);
+
+/* Milliseconds from a monotonic clock. */
+long long rl_now_ms(void);
+
+/* A wake-up channel for a poll loop: eventfd on Linux, a pipe elsewhere. */
+typedef struct rl_waker { int rfd, wfd; } rl_waker;
+int rl_waker_open(rl_waker *w);
+void rl_waker_wake(rl_waker *w);     /* thread-safe, async-signal-safe */
+void rl_waker_drain(rl_waker *w);
+void rl_waker_close(rl_waker *w);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

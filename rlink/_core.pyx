@@ -1,0 +1,818 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, embedsignature=True
+"""Compiled core of rlink: message encoding/decoding and the C node.
+
+This module is the only place where the C core (csrc/) meets Python objects.
+Its API is private; use rlink.LearnerNode and rlink.ActorNode.
+"""
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memcpy, memset
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from cpython.long cimport PyLong_FromLongLong
+from cpython.float cimport PyFloat_FromDouble, PyFloat_AS_DOUBLE
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from cpython.dict cimport PyDict_SetItem, PyDict_Next
+from cpython.ref cimport Py_INCREF, PyObject
+from cpython.exc cimport PyErr_CheckSignals
+
+cimport numpy as cnp
+import numpy as np
+
+from rlink.rl cimport *
+from rlink import _errors
+
+cnp.import_array()
+
+cdef extern from "numpy/arrayobject.h":
+    # Not in Cython's numpy.pxd. Steals a reference to descr.
+    object PyArray_NewFromDescr(void *subtype, PyObject *descr, int nd, cnp.npy_intp *dims,
+                                cnp.npy_intp *strides, void *data, int flags, PyObject *obj)
+    object PyArray_Scalar(void *data, PyObject *descr, PyObject *base)
+
+cdef extern from "stdlib.h" nogil:
+    void *aligned_alloc(size_t alignment, size_t size)
+
+cdef extern from "Python.h":
+    const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
+    long long PyLong_AsLongLongAndOverflow(object o, int *overflow) except? -1
+
+PROTOCOL_VERSION = RL_PROTOCOL_VERSION
+
+# --------------------------------------------------------------------------
+# dtype tables
+# --------------------------------------------------------------------------
+cdef int _TYPENUM[RL_DT_MAX + 1]
+_TYPENUM[:] = [0, cnp.NPY_BOOL, cnp.NPY_INT8, cnp.NPY_INT16, cnp.NPY_INT32, cnp.NPY_INT64,
+               cnp.NPY_UINT8, cnp.NPY_UINT16, cnp.NPY_UINT32, cnp.NPY_UINT64,
+               cnp.NPY_FLOAT16, cnp.NPY_FLOAT32, cnp.NPY_FLOAT64,
+               cnp.NPY_COMPLEX64, cnp.NPY_COMPLEX128]
+cdef list _DESCRS = [None] + [np.dtype(n) for n in (
+    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "float32", "float64", "complex64", "complex128")]
+
+cdef inline int _dtype_code(cnp.dtype d) noexcept:
+    """rlink dtype code of a native-order numpy dtype, 0 if unsupported."""
+    cdef char k = d.kind
+    cdef Py_ssize_t s = d.itemsize
+    if k == b'f':
+        return RL_DT_FLOAT32 if s == 4 else RL_DT_FLOAT64 if s == 8 else RL_DT_FLOAT16 if s == 2 else 0
+    if k == b'i':
+        return RL_DT_INT64 if s == 8 else RL_DT_INT32 if s == 4 else RL_DT_INT16 if s == 2 else RL_DT_INT8 if s == 1 else 0
+    if k == b'u':
+        return RL_DT_UINT8 if s == 1 else RL_DT_UINT64 if s == 8 else RL_DT_UINT32 if s == 4 else RL_DT_UINT16 if s == 2 else 0
+    if k == b'b':
+        return RL_DT_BOOL if s == 1 else 0
+    if k == b'c':
+        return RL_DT_COMPLEX64 if s == 8 else RL_DT_COMPLEX128 if s == 16 else 0
+    return 0
+
+
+# --------------------------------------------------------------------------
+# encoding
+# --------------------------------------------------------------------------
+class _EncodeError(Exception):
+    """Internal: carries the key path outwards while unwinding."""
+    def __init__(self, exc_type, msg):
+        self.exc_type = exc_type
+        self.msg = msg
+        self.path = []
+
+
+cdef uint8_t _ZEROS[64]
+memset(_ZEROS, 0, 64)
+
+cdef struct ArrRef:
+    const void *data
+    uint64_t nbytes
+    uint64_t offset
+
+
+cdef class _Encoder:
+    """Encodes one message into meta bytes plus a gather list of array data.
+
+    Arrays are referenced, not copied: `keep` holds them alive until the send
+    call that uses the gather list has returned. Not thread-safe; nodes keep a
+    small pool.
+    """
+    cdef rl_writer w
+    cdef ArrRef *arrs
+    cdef Py_ssize_t narrs, arrs_cap
+    cdef rl_iov *iov
+    cdef int niov, iov_cap
+    cdef list keep
+    cdef unsigned max_depth
+    cdef uint64_t max_bytes
+    cdef rl_header hdr
+
+    def __cinit__(self):
+        rl_writer_init(&self.w)
+        self.arrs = NULL
+        self.iov = NULL
+        self.narrs = self.arrs_cap = 0
+        self.niov = self.iov_cap = 0
+        self.keep = []
+        self.max_depth = 64
+        self.max_bytes = 1 << 30
+
+    def __dealloc__(self):
+        rl_writer_free(&self.w)
+        free(self.arrs)
+        free(self.iov)
+
+    cdef int encode(self, object obj, unsigned kind, uint64_t ref) except -1:
+        """Encode obj (a dict) and fill self.hdr / self.iov."""
+        rl_writer_reset(&self.w)
+        self.narrs = 0
+        self.niov = 0
+        self.keep = []
+        if not isinstance(obj, dict):
+            raise TypeError(f"a message must be a dict with str keys, not {type(obj).__name__}")
+        try:
+            self._value(obj, 0)
+        except _EncodeError as e:
+            self.keep = []
+            path = "".join(reversed(e.path))
+            raise e.exc_type(f"message{path}: {e.msg}") from None
+        if self.w.failed:
+            raise MemoryError("rlink: out of memory while encoding a message")
+        if self.w.len > 0xFFFFFFFF:
+            raise _errors.MessageTooLargeError(
+                "message structure (keys, strings, bytes) exceeds 4 GiB; send large blobs as numpy arrays")
+        memset(&self.hdr, 0, sizeof(rl_header))
+        self.hdr.kind = kind
+        self.hdr.ref = ref
+        self.hdr.meta_len = <uint32_t>self.w.len
+        self.hdr.data_len = self.w.data_len
+        cdef uint64_t total = RL_HEADER_SIZE + self.w.len + rl_frame_pad(&self.hdr) + self.w.data_len
+        if total > self.max_bytes:
+            self.keep = []
+            raise _errors.MessageTooLargeError(
+                f"message is {total} bytes, over max_message_bytes={self.max_bytes}; "
+                f"raise max_message_bytes on both nodes or split the message")
+        self._build_iov()
+        return 0
+
+    cdef void release(self):
+        self.keep = []
+
+    cdef int _grow_iov(self, int need) except -1:
+        cdef rl_iov *p
+        if need <= self.iov_cap:
+            return 0
+        cdef int cap = self.iov_cap * 2 if self.iov_cap else 16
+        while cap < need:
+            cap *= 2
+        p = <rl_iov *>realloc(self.iov, cap * sizeof(rl_iov))
+        if p == NULL:
+            raise MemoryError()
+        self.iov = p
+        self.iov_cap = cap
+        return 0
+
+    cdef int _build_iov(self) except -1:
+        cdef Py_ssize_t i
+        cdef uint64_t cur = 0, gap
+        self._grow_iov(2 + 2 * <int>self.narrs)
+        self.iov[0].base = self.w.buf
+        self.iov[0].len = self.w.len
+        self.niov = 1
+        if self.hdr.data_len == 0:
+            return 0
+        gap = rl_frame_pad(&self.hdr)
+        if gap:
+            self.iov[self.niov].base = _ZEROS
+            self.iov[self.niov].len = gap
+            self.niov += 1
+        for i in range(self.narrs):
+            gap = self.arrs[i].offset - cur
+            if gap:
+                self.iov[self.niov].base = _ZEROS
+                self.iov[self.niov].len = gap
+                self.niov += 1
+            if self.arrs[i].nbytes:
+                self.iov[self.niov].base = self.arrs[i].data
+                self.iov[self.niov].len = self.arrs[i].nbytes
+                self.niov += 1
+            cur = self.arrs[i].offset + self.arrs[i].nbytes
+        return 0
+
+    cdef int _array(self, cnp.ndarray a) except -1:
+        cdef cnp.dtype d = a.descr
+        cdef int code
+        cdef unsigned aflags = 0
+        cdef uint64_t shape[32]
+        cdef int nd, i
+        cdef ArrRef *p
+        if not d.isnative:
+            a = a.astype(d.newbyteorder("="))
+            d = a.descr
+        code = _dtype_code(d)
+        if code == 0:
+            raise _EncodeError(TypeError, f"cannot send numpy arrays of dtype {d}")
+        nd = cnp.PyArray_NDIM(a)
+        if nd > RL_MAX_NDIM:
+            raise _EncodeError(ValueError, f"array has {nd} dimensions, more than {RL_MAX_NDIM}")
+        if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+            if cnp.PyArray_IS_F_CONTIGUOUS(a):
+                aflags = RL_AF_FORTRAN
+            else:
+                a = np.ascontiguousarray(a)
+        for i in range(nd):
+            shape[i] = <uint64_t>cnp.PyArray_DIMS(a)[i]
+        if self.narrs == self.arrs_cap:
+            n = self.arrs_cap * 2 if self.arrs_cap else 8
+            p = <ArrRef *>realloc(self.arrs, n * sizeof(ArrRef))
+            if p == NULL:
+                raise MemoryError()
+            self.arrs = p
+            self.arrs_cap = n
+        cdef uint64_t nbytes = <uint64_t>cnp.PyArray_NBYTES(a)
+        self.arrs[self.narrs].data = cnp.PyArray_DATA(a)
+        self.arrs[self.narrs].nbytes = nbytes
+        self.arrs[self.narrs].offset = rl_write_array(&self.w, code, nd, shape, aflags, nbytes)
+        self.narrs += 1
+        self.keep.append(a)
+        return 0
+
+    cdef int _str(self, object s) except -1:
+        cdef Py_ssize_t n
+        cdef const char *p
+        try:
+            p = PyUnicode_AsUTF8AndSize(s, &n)
+        except UnicodeEncodeError as e:
+            raise _EncodeError(ValueError, f"string cannot be encoded as UTF-8 ({e.reason})")
+        if n > 0xFFFFFFFF:
+            raise _EncodeError(_errors.MessageTooLargeError, "string longer than 4 GiB")
+        rl_write_str(&self.w, p, <uint32_t>n)
+        return 0
+
+    cdef int _value(self, object obj, unsigned depth) except -1:
+        cdef type t = type(obj)
+        cdef int overflow = 0
+        cdef long long v
+        cdef Py_ssize_t n, pos
+        cdef PyObject *kp
+        cdef PyObject *vp
+        cdef const char *ks
+        cdef uint64_t scalar_buf[2]
+        if t is cnp.ndarray:
+            return self._array(<cnp.ndarray>obj)
+        if t is float:
+            rl_write_float(&self.w, PyFloat_AS_DOUBLE(obj))
+            return 0
+        if t is bool:
+            rl_write_bool(&self.w, obj is True)
+            return 0
+        if t is int:
+            v = PyLong_AsLongLongAndOverflow(obj, &overflow)
+            if overflow == 0:
+                rl_write_int(&self.w, v)
+            else:
+                b = obj.to_bytes((obj.bit_length() + 8) // 8, "little", signed=True)
+                rl_write_bigint(&self.w, <const uint8_t *>PyBytes_AS_STRING(b), <uint32_t>PyBytes_GET_SIZE(b))
+            return 0
+        if t is str:
+            return self._str(obj)
+        if obj is None:
+            rl_write_none(&self.w)
+            return 0
+        if t is dict or (isinstance(obj, dict)):
+            if depth >= self.max_depth:
+                raise _EncodeError(ValueError, f"nested deeper than max_depth={self.max_depth}")
+            rl_write_container(&self.w, RL_T_DICT, <uint32_t>len(obj))
+            pos = 0
+            key = None
+            try:
+                for key, val in obj.items():
+                    if type(key) is not str:
+                        raise _EncodeError(TypeError, f"dict keys must be str, got {type(key).__name__}")
+                    ks = PyUnicode_AsUTF8AndSize(key, &n)
+                    rl_write_key(&self.w, ks, <uint32_t>n)
+                    self._value(val, depth + 1)
+            except _EncodeError as e:
+                e.path.append(f"[{key!r}]")
+                raise
+            return 0
+        if t is list or t is tuple or isinstance(obj, (list, tuple)):
+            if depth >= self.max_depth:
+                raise _EncodeError(ValueError, f"nested deeper than max_depth={self.max_depth}")
+            rl_write_container(&self.w, RL_T_TUPLE if isinstance(obj, tuple) else RL_T_LIST,
+                               <uint32_t>len(obj))
+            i = 0
+            try:
+                for i, item in enumerate(obj):
+                    self._value(item, depth + 1)
+            except _EncodeError as e:
+                e.path.append(f"[{i}]")
+                raise
+            return 0
+        if t is bytes:
+            n = PyBytes_GET_SIZE(obj)
+            if n > 0xFFFFFFFF:
+                raise _EncodeError(_errors.MessageTooLargeError, "bytes longer than 4 GiB; use a uint8 array")
+            rl_write_bytes(&self.w, PyBytes_AS_STRING(obj), <uint32_t>n)
+            return 0
+        if isinstance(obj, cnp.generic):
+            d = cnp.PyArray_DescrFromScalar(obj)
+            if not d.isnative:
+                obj = obj.astype(d.newbyteorder("="))
+                d = cnp.PyArray_DescrFromScalar(obj)
+            code = _dtype_code(d)
+            if code == 0:
+                raise _EncodeError(TypeError, f"cannot send numpy scalars of dtype {d}")
+            cnp.PyArray_ScalarAsCtype(obj, scalar_buf)
+            rl_write_scalar(&self.w, code, scalar_buf)
+            return 0
+        if isinstance(obj, cnp.ndarray):
+            return self._array(<cnp.ndarray>obj)
+        if isinstance(obj, float):
+            rl_write_float(&self.w, float(obj))
+            return 0
+        if isinstance(obj, bool):
+            rl_write_bool(&self.w, bool(obj))
+            return 0
+        if isinstance(obj, int):
+            return self._value(int(obj), depth)
+        if isinstance(obj, str):
+            return self._str(str(obj))
+        raise _EncodeError(TypeError, f"cannot send an object of type {t.__module__}.{t.__qualname__} "
+                           f"(supported: dict, list, tuple, str, bytes, int, float, bool, None, "
+                           f"numpy arrays and scalars of bool/int/uint/float/complex dtypes)")
+
+
+def encode_frame(obj, unsigned kind=RL_KIND_TRAJ, uint64_t ref=0):
+    """Encode obj as one complete frame and return it as bytes (for tests and
+    for tools; the node send path does not build this intermediate copy)."""
+    cdef _Encoder e = _Encoder()
+    cdef int i
+    cdef Py_ssize_t off = 0
+    e.encode(obj, kind, ref)
+    cdef uint64_t total = RL_HEADER_SIZE
+    for i in range(e.niov):
+        total += e.iov[i].len
+    out = PyBytes_FromStringAndSize(NULL, total)
+    cdef char *p = PyBytes_AS_STRING(out)
+    _header_bytes(&e.hdr, <uint8_t *>p)
+    off = RL_HEADER_SIZE
+    for i in range(e.niov):
+        memcpy(p + off, e.iov[i].base, e.iov[i].len)
+        off += e.iov[i].len
+    return out
+
+
+cdef extern from "rl_frame.h" nogil:
+    void rl_header_encode(const rl_header *h, uint8_t *out)
+    int rl_header_decode(const uint8_t *inp, uint64_t max_message_bytes, rl_header *h)
+    uint64_t rl_frame_size(const rl_header *h)
+
+cdef inline void _header_bytes(rl_header *h, uint8_t *out) noexcept:
+    rl_header_encode(h, out)
+
+
+# --------------------------------------------------------------------------
+# decoding
+# --------------------------------------------------------------------------
+cdef class _Frame:
+    """Owns one received frame; numpy arrays decoded from it keep it alive."""
+    cdef rl_msg *msg
+
+    def __dealloc__(self):
+        if self.msg != NULL:
+            rl_msg_free(self.msg)
+            self.msg = NULL
+
+
+cdef class _Reader:
+    cdef rl_reader r
+    cdef uint8_t *data
+    cdef object owner
+    cdef dict keys     # small cache: key bytes -> str, for repeated schemas
+
+    cdef object value(self):
+        cdef rl_item it
+        cdef int rc = rl_read_item(&self.r, &it)
+        cdef uint32_t i, count
+        cdef const uint8_t *kp
+        cdef uint32_t kn
+        cdef cnp.npy_intp dims[32]
+        cdef int flags
+        cdef uint64_t tmp[2]
+        cdef object d, key, lst
+        cdef PyObject *descr
+        if rc != RL_OK:
+            raise _errors.ProtocolError(f"malformed message ({rl_strerror(rc).decode()})")
+        if it.tag == RL_T_DICT:
+            d = {}
+            count = it.u.count
+            for i in range(count):
+                if rl_read_key(&self.r, &kp, &kn) != RL_OK:
+                    raise _errors.ProtocolError("malformed dict key")
+                kb = PyBytes_FromStringAndSize(<const char *>kp, kn)
+                key = self.keys.get(kb)
+                if key is None:
+                    key = PyUnicode_DecodeUTF8(<const char *>kp, kn, NULL)
+                    if len(self.keys) < 4096:
+                        self.keys[kb] = key
+                PyDict_SetItem(d, key, self.value())
+            return d
+        if it.tag == RL_T_ARRAY:
+            for i in range(it.u.array.ndim):
+                dims[i] = <cnp.npy_intp>it.u.array.shape[i]
+            descr = <PyObject *>_DESCRS[it.u.array.dtype]
+            Py_INCREF(<object>descr)
+            flags = cnp.NPY_ARRAY_WRITEABLE | cnp.NPY_ARRAY_ALIGNED
+            flags |= cnp.NPY_ARRAY_F_CONTIGUOUS if it.u.array.aflags & RL_AF_FORTRAN else cnp.NPY_ARRAY_C_CONTIGUOUS
+            arr = PyArray_NewFromDescr(<void *>cnp.ndarray, descr, <int>it.u.array.ndim, dims, NULL,
+                                       self.data + it.u.array.offset, flags, NULL)
+            cnp.set_array_base(arr, self.owner)
+            return arr
+        if it.tag == RL_T_FLOAT:
+            return PyFloat_FromDouble(it.u.f)
+        if it.tag == RL_T_INT:
+            return PyLong_FromLongLong(it.u.i)
+        if it.tag == RL_T_SCALAR:
+            memcpy(tmp, it.u.scalar.p, rl_dtype_size(it.u.scalar.dtype))
+            return PyArray_Scalar(tmp, <PyObject *>_DESCRS[it.u.scalar.dtype], NULL)
+        if it.tag == RL_T_TRUE:
+            return True
+        if it.tag == RL_T_FALSE:
+            return False
+        if it.tag == RL_T_NONE:
+            return None
+        if it.tag == RL_T_STR:
+            return PyUnicode_DecodeUTF8(<const char *>it.u.s.p, it.u.s.n, NULL)
+        if it.tag == RL_T_LIST:
+            count = it.u.count
+            lst = [None] * count
+            for i in range(count):
+                lst[i] = self.value()
+            return lst
+        if it.tag == RL_T_TUPLE:
+            count = it.u.count
+            lst = [None] * count
+            for i in range(count):
+                lst[i] = self.value()
+            return tuple(lst)
+        if it.tag == RL_T_BYTES:
+            return PyBytes_FromStringAndSize(<const char *>it.u.s.p, it.u.s.n)
+        if it.tag == RL_T_BIGINT:
+            return int.from_bytes(PyBytes_FromStringAndSize(<const char *>it.u.s.p, it.u.s.n),
+                                  "little", signed=True)
+        raise _errors.ProtocolError(f"unknown tag {it.tag}")
+
+
+cdef dict _KEY_CACHE = {}
+cdef rl_limits _DEFAULT_LIMITS
+rl_limits_default(&_DEFAULT_LIMITS)
+
+
+cdef object _decode_msg(rl_msg *m, const rl_limits *lim):
+    """Decode a received frame; takes ownership of m."""
+    cdef _Reader rd = _Reader.__new__(_Reader)
+    cdef _Frame owner = None
+    rd.keys = _KEY_CACHE
+    if m.hdr.data_len > 0:
+        owner = _Frame.__new__(_Frame)
+        owner.msg = m
+        rd.owner = owner
+        rd.data = rl_msg_data(m)
+    else:
+        rd.data = NULL
+    rl_reader_init(&rd.r, rl_msg_meta(m), m.hdr.meta_len, m.hdr.data_len, lim)
+    try:
+        return rd.value()
+    finally:
+        if owner is None:
+            rl_msg_free(m)
+
+
+def decode_frame(const uint8_t[::1] frame not None, uint64_t max_message_bytes=1 << 30):
+    """Validate and decode one complete frame (bytes-like). Returns
+    (kind, ref, value). Raises ProtocolError on any malformed input."""
+    cdef rl_header h
+    cdef Py_ssize_t n = frame.shape[0]
+    cdef const char *why = NULL
+    cdef unsigned root = 0
+    cdef rl_limits lim = _DEFAULT_LIMITS
+    if n < RL_HEADER_SIZE:
+        raise _errors.ProtocolError("truncated frame header")
+    lim.max_message_bytes = max_message_bytes
+    rc = rl_header_decode(&frame[0], max_message_bytes, &h)
+    if rc != RL_OK:
+        raise _errors.ProtocolError(f"bad frame header ({rl_strerror(rc).decode()})")
+    if <uint64_t>n != rl_frame_size(&h):
+        raise _errors.ProtocolError(f"frame is {n} bytes, its header says {rl_frame_size(&h)}")
+    rc = rl_meta_validate(&frame[RL_HEADER_SIZE], h.meta_len, h.data_len, &lim, &root, &why)
+    if rc != RL_OK:
+        raise _errors.ProtocolError(f"invalid message: {why.decode() if why else rl_strerror(rc).decode()}")
+    cdef rl_msg *m = <rl_msg *>malloc(sizeof(rl_msg))
+    if m == NULL:
+        raise MemoryError()
+    cdef uint8_t *buf = NULL
+    buf = <uint8_t *>aligned_alloc(64, ((n + 63) // 64) * 64)
+    if buf == NULL:
+        free(m)
+        raise MemoryError()
+    memcpy(buf, &frame[0], n)
+    memset(m, 0, sizeof(rl_msg))
+    m.hdr = h
+    m.frame = buf
+    m.size = n
+    return h.kind, h.ref, _decode_msg(m, &lim)
+
+
+# --------------------------------------------------------------------------
+# the node
+# --------------------------------------------------------------------------
+cdef inline int _slice_ms(long long deadline) noexcept:
+    """Milliseconds for the next wait slice: at most 100 so signals are seen."""
+    if deadline < 0:
+        return 100
+    cdef long long left = deadline - rl_now_ms()
+    if left <= 0:
+        return 0
+    return <int>(left if left < 100 else 100)
+
+
+cdef inline long long _deadline(object timeout) except? -2:
+    if timeout is None:
+        return -1
+    t = float(timeout)
+    if t != t or t < 0:
+        raise ValueError(f"timeout must be None or a number >= 0, not {timeout!r}")
+    return rl_now_ms() + <long long>(t * 1000.0 + 0.999)
+
+
+cdef class _Node:
+    """A C node. Thread-safe: methods may be called from several threads."""
+    cdef rl_node *n
+    cdef rl_config cfg
+    cdef list pool
+    cdef readonly int role
+
+    def __cinit__(self, int role, bint reliable=False, unsigned retry_attempts=3,
+                  size_t queue_max_msgs=1024, size_t queue_max_bytes=256 << 20,
+                  size_t sendq_max_bytes=64 << 20, uint64_t max_message_bytes=1 << 30,
+                  int handshake_timeout_ms=5000):
+        self.n = NULL
+        self.role = role
+        self.pool = []
+        rl_config_default(&self.cfg, role)
+        self.cfg.reliable = reliable
+        self.cfg.retry_attempts = retry_attempts
+        self.cfg.queue_max_msgs = queue_max_msgs
+        self.cfg.queue_max_bytes = queue_max_bytes
+        self.cfg.sendq_max_bytes = sendq_max_bytes
+        self.cfg.limits.max_message_bytes = max_message_bytes
+        self.cfg.handshake_timeout_ms = handshake_timeout_ms
+        rc = rl_node_create(&self.cfg, &self.n)
+        if rc != RL_OK:
+            raise OSError(f"rlink: could not create a node ({rl_strerror(rc).decode()})")
+
+    def __dealloc__(self):
+        if self.n != NULL:
+            with nogil:
+                rl_node_destroy(self.n)
+            self.n = NULL
+
+    @property
+    def node_id(self):
+        return rl_node_id(self.n)
+
+    def listen(self, str host, int port):
+        cdef int bound = 0
+        cdef bytes h = host.encode()
+        cdef const char *hp = h
+        with nogil:
+            rc = rl_node_listen(self.n, hp, port, &bound)
+        if rc == RL_EADDRINUSE:
+            raise _errors.AddressInUseError(
+                f"{host}:{port} is already in use; stop the other process or choose another "
+                f"port (port=0 picks a free one)")
+        if rc != RL_OK:
+            raise OSError(f"rlink: cannot listen on {host}:{port} ({rl_strerror(rc).decode()})")
+        return bound
+
+    def connect(self, str host, int port, double timeout):
+        """One connection attempt (all resolved addresses). Returns
+        (learner_id, reliable) or raises."""
+        cdef rl_hello peer
+        cdef bytes h = host.encode()
+        cdef const char *hp = h
+        cdef int ms = <int>(timeout * 1000)
+        memset(&peer, 0, sizeof(peer))
+        with nogil:
+            rc = rl_node_connect(self.n, hp, port, ms, &peer)
+        if rc == RL_OK:
+            return peer.node_id, bool(peer.flags & RL_HELLO_RELIABLE)
+        if rc == RL_EVERSION:
+            raise _errors.ProtocolError(
+                f"the learner at {host}:{port} speaks rlink protocol version {peer.version}, "
+                f"this actor speaks {RL_PROTOCOL_VERSION}; install the same rlink version on both")
+        if rc == RL_EPROTO:
+            raise _errors.ProtocolError(f"{host}:{port} is not an rlink learner (bad handshake)")
+        return rc
+
+    def start(self):
+        rc = rl_node_start(self.n)
+        if rc != RL_OK:
+            raise OSError(f"rlink: could not start the I/O thread ({rl_strerror(rc).decode()})")
+
+    cdef _Encoder _take_encoder(self):
+        cdef _Encoder e
+        if self.pool:
+            e = self.pool.pop()
+        else:
+            e = _Encoder()
+        e.max_bytes = self.cfg.limits.max_message_bytes
+        e.max_depth = self.cfg.limits.max_depth
+        return e
+
+    cdef void _give_encoder(self, _Encoder e):
+        e.release()
+        if len(self.pool) < 4:
+            self.pool.append(e)
+
+    def send(self, uint64_t peer_id, unsigned kind, uint64_t ref, object obj, object timeout):
+        """Encode and send one message. Raises on failure."""
+        cdef long long deadline = _deadline(timeout)
+        cdef _Encoder e = self._take_encoder()
+        cdef int rc, ms
+        try:
+            e.encode(obj, kind, ref)
+            while True:
+                ms = _slice_ms(deadline)
+                with nogil:
+                    rc = rl_node_send(self.n, peer_id, &e.hdr, e.iov, e.niov, ms)
+                if rc != RL_ETIMEDOUT:
+                    break
+                PyErr_CheckSignals()
+                if deadline >= 0 and rl_now_ms() >= deadline:
+                    break
+        finally:
+            self._give_encoder(e)
+        if rc != RL_OK:
+            self._raise(rc, "send", timeout)
+
+    def publish(self, uint64_t version, object obj):
+        cdef _Encoder e = self._take_encoder()
+        cdef int rc
+        try:
+            e.encode(obj, RL_KIND_PARAMS, version)
+            with nogil:
+                rc = rl_node_publish(self.n, &e.hdr, e.iov, e.niov)
+        finally:
+            self._give_encoder(e)
+        if rc != RL_OK:
+            self._raise(rc, "publish", None)
+
+    def recv(self, int q, int max_count, object timeout):
+        """Return a list of (peer_id, ref, flags, value), at least one."""
+        cdef long long deadline = _deadline(timeout)
+        cdef rl_msg *stack_buf[64]
+        cdef rl_msg **buf = stack_buf
+        cdef int rc = 0, ms, i
+        if max_count < 1:
+            raise ValueError("max_count must be >= 1")
+        if max_count > 64:
+            buf = <rl_msg **>malloc(max_count * sizeof(rl_msg *))
+            if buf == NULL:
+                raise MemoryError()
+        try:
+            while True:
+                ms = _slice_ms(deadline)
+                with nogil:
+                    rc = rl_node_recv(self.n, q, buf, max_count, ms)
+                if rc != RL_ETIMEDOUT:
+                    break
+                PyErr_CheckSignals()
+                if deadline >= 0 and rl_now_ms() >= deadline:
+                    break
+            if rc < 0:
+                self._raise(rc, "receive", timeout)
+            out = []
+            for i in range(rc):
+                m = buf[i]
+                buf[i] = NULL
+                peer = m.peer_id
+                ref = m.hdr.ref
+                flags = m.hdr.flags
+                val = _decode_msg(m, &self.cfg.limits)
+                out.append((peer, ref, flags, val))
+            return out
+        finally:
+            if rc > 0:
+                for i in range(rc):
+                    if buf[i] != NULL:
+                        rl_msg_free(buf[i])
+            if buf != stack_buf:
+                free(buf)
+
+    def wait_reply(self, uint64_t request_id, object timeout):
+        cdef long long deadline = _deadline(timeout)
+        cdef rl_msg *m = NULL
+        cdef int rc, ms
+        while True:
+            ms = _slice_ms(deadline)
+            with nogil:
+                rc = rl_node_wait_reply(self.n, request_id, ms, &m)
+            if rc != RL_ETIMEDOUT:
+                break
+            PyErr_CheckSignals()
+            if deadline >= 0 and rl_now_ms() >= deadline:
+                break
+        if rc != RL_OK:
+            self._raise(rc, "request", timeout)
+        return _decode_msg(m, &self.cfg.limits)
+
+    def take_params(self, uint64_t newer_than, object timeout):
+        """Return (version, value) of parameters newer than newer_than."""
+        cdef long long deadline = _deadline(timeout)
+        cdef rl_msg *m = NULL
+        cdef int rc, ms
+        while True:
+            ms = _slice_ms(deadline)
+            with nogil:
+                rc = rl_node_take_params(self.n, newer_than, ms, &m)
+            if rc != RL_ETIMEDOUT:
+                break
+            PyErr_CheckSignals()
+            if deadline >= 0 and rl_now_ms() >= deadline:
+                break
+        if rc != RL_OK:
+            self._raise(rc, "parameters", timeout)
+        version = m.hdr.ref
+        return version, _decode_msg(m, &self.cfg.limits)
+
+    def peers(self):
+        cdef uint64_t ids[1024]
+        cdef int k
+        with nogil:
+            k = rl_node_peers(self.n, ids, 1024)
+        return [ids[i] for i in range(min(k, 1024))]
+
+    def events(self):
+        """Drain pending events: list of (type, peer_id, code, reason)."""
+        cdef rl_event ev
+        out = []
+        if rl_node_events_pending(self.n) == 0:
+            return out
+        while rl_node_next_event(self.n, &ev):
+            out.append((ev.type, ev.peer_id, ev.code, ev.reason.decode("utf-8", "replace")))
+        return out
+
+    def lost_reason(self):
+        return rl_node_lost_reason(self.n).decode("utf-8", "replace")
+
+    def abandon(self):
+        """In a forked child: forget the parent's node without touching it
+        (its I/O thread does not exist here; freeing it would hang)."""
+        self.n = NULL
+
+    def close(self, double timeout):
+        cdef int ms = <int>(timeout * 1000) if timeout > 0 else 0
+        with nogil:
+            rl_node_close(self.n, ms)
+
+    def _raise(self, int rc, str what, object timeout):
+        if rc == RL_ETIMEDOUT:
+            raise _errors.TimeoutError(f"{what} timed out after {timeout} s")
+        if rc == RL_ECLOSED:
+            raise _errors.ClosedError(f"the node was closed during {what}; create a new node")
+        if rc == RL_ECONNLOST:
+            reason = self.lost_reason() or "connection lost"
+            raise _errors.ConnectionLostError(
+                f"{what} failed: the connection to the learner was lost ({reason}); "
+                f"create a new ActorNode to reconnect")
+        if rc == RL_ENOCONN:
+            raise _errors.ConnectionLostError(
+                f"{what} failed: that actor is not connected (it left or never joined)")
+        if rc == RL_ETOOBIG:
+            raise _errors.MessageTooLargeError(
+                f"message exceeds max_message_bytes={self.cfg.limits.max_message_bytes}")
+        if rc == RL_ENOMEM:
+            raise MemoryError(f"rlink: out of memory during {what}")
+        raise _errors.RLinkError(f"{what} failed: {rl_strerror(rc).decode()}")
+
+
+# exported constants for the Python layer
+Q_TRAJ = RL_Q_TRAJ
+Q_REQUEST = RL_Q_REQUEST
+Q_PUSH = RL_Q_PUSH
+Q_REPLY = RL_Q_REPLY
+KIND_TRAJ = RL_KIND_TRAJ
+KIND_REQUEST = RL_KIND_REQUEST
+KIND_REPLY = RL_KIND_REPLY
+KIND_PUSH = RL_KIND_PUSH
+KIND_PARAMS = RL_KIND_PARAMS
+ROLE_ACTOR = RL_ROLE_ACTOR
+ROLE_LEARNER = RL_ROLE_LEARNER
+EV_JOINED = RL_EV_JOINED
+EV_LEFT = RL_EV_LEFT
+EV_REJECTED = RL_EV_REJECTED
+FLAG_REDELIVERED = RL_FLAG_REDELIVERED
+E_CONNREFUSED = RL_ECONNREFUSED
+E_TIMEDOUT = RL_ETIMEDOUT
+E_INVAL = RL_EINVAL

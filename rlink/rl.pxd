@@ -1,0 +1,163 @@
+# Declarations of the C core (csrc/). Every function is callable without the GIL.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+
+cdef extern from "rl_frame.h" nogil:
+    enum:
+        RL_OK, RL_EAGAIN, RL_EPROTO, RL_ELIMIT, RL_ENOMEM, RL_ETIMEDOUT, RL_ECLOSED,
+        RL_ECONNLOST, RL_ENOCONN, RL_EVERSION, RL_EADDRINUSE, RL_ECONNREFUSED,
+        RL_EINVAL, RL_ESYS, RL_ETOOBIG
+    const char *rl_strerror(int code)
+
+    enum:
+        RL_PROTOCOL_VERSION
+        RL_HEADER_SIZE
+        RL_ALIGN
+        RL_ROLE_ACTOR, RL_ROLE_LEARNER
+        RL_HELLO_RELIABLE
+        RL_KIND_TRAJ, RL_KIND_PARAMS, RL_KIND_REQUEST, RL_KIND_REPLY, RL_KIND_PUSH
+        RL_FLAG_REDELIVERED
+        RL_MAX_NDIM
+        RL_T_NONE, RL_T_FALSE, RL_T_TRUE, RL_T_INT, RL_T_BIGINT, RL_T_FLOAT, RL_T_STR,
+        RL_T_BYTES, RL_T_LIST, RL_T_TUPLE, RL_T_DICT, RL_T_ARRAY, RL_T_SCALAR
+        RL_DT_BOOL, RL_DT_INT8, RL_DT_INT16, RL_DT_INT32, RL_DT_INT64,
+        RL_DT_UINT8, RL_DT_UINT16, RL_DT_UINT32, RL_DT_UINT64,
+        RL_DT_FLOAT16, RL_DT_FLOAT32, RL_DT_FLOAT64, RL_DT_COMPLEX64, RL_DT_COMPLEX128
+        RL_DT_MAX
+        RL_AF_FORTRAN
+
+    ctypedef struct rl_hello:
+        uint16_t version
+        uint8_t role
+        uint8_t flags
+        uint64_t node_id
+
+    ctypedef struct rl_header:
+        uint8_t kind
+        uint8_t flags
+        uint32_t meta_len
+        uint64_t data_len
+        uint64_t seq
+        uint64_t ack
+        uint64_t ref
+
+    size_t rl_frame_pad(const rl_header *h)
+    size_t rl_frame_data_offset(const rl_header *h)
+
+    ctypedef struct rl_limits:
+        uint64_t max_message_bytes
+        uint32_t max_arrays
+        uint32_t max_ndim
+        uint32_t max_depth
+        uint32_t max_items
+        uint32_t max_str_bytes
+    void rl_limits_default(rl_limits *l)
+    size_t rl_dtype_size(unsigned dtype)
+
+    ctypedef struct rl_writer:
+        uint8_t *buf
+        size_t len
+        uint64_t data_len
+        int failed
+    void rl_writer_init(rl_writer *w)
+    void rl_writer_reset(rl_writer *w)
+    void rl_writer_free(rl_writer *w)
+    void rl_write_none(rl_writer *w)
+    void rl_write_bool(rl_writer *w, int v)
+    void rl_write_int(rl_writer *w, int64_t v)
+    void rl_write_bigint(rl_writer *w, const uint8_t *b, uint32_t n)
+    void rl_write_float(rl_writer *w, double v)
+    void rl_write_str(rl_writer *w, const char *s, uint32_t n)
+    void rl_write_key(rl_writer *w, const char *s, uint32_t n)
+    void rl_write_bytes(rl_writer *w, const void *p, uint32_t n)
+    void rl_write_container(rl_writer *w, unsigned tag, uint32_t count)
+    void rl_write_scalar(rl_writer *w, unsigned dtype, const void *value)
+    uint64_t rl_write_array(rl_writer *w, unsigned dtype, unsigned ndim,
+                            const uint64_t *shape, unsigned aflags, uint64_t nbytes)
+
+    ctypedef struct rl_item_str:
+        const uint8_t *p
+        uint32_t n
+    ctypedef struct rl_item_scalar:
+        unsigned dtype
+        const uint8_t *p
+    ctypedef struct rl_item_array:
+        unsigned dtype, ndim, aflags
+        uint64_t shape[32]
+        uint64_t offset, nbytes
+    ctypedef union rl_item_u:
+        int64_t i
+        double f
+        rl_item_str s
+        uint32_t count
+        rl_item_scalar scalar
+        rl_item_array array
+    ctypedef struct rl_item:
+        unsigned tag
+        rl_item_u u
+    ctypedef struct rl_reader:
+        pass
+    void rl_reader_init(rl_reader *r, const uint8_t *meta, size_t meta_len,
+                        uint64_t data_len, const rl_limits *limits)
+    int rl_read_item(rl_reader *r, rl_item *it)
+    int rl_read_key(rl_reader *r, const uint8_t **p, uint32_t *n)
+    int rl_meta_validate(const uint8_t *meta, size_t meta_len, uint64_t data_len,
+                         const rl_limits *limits, unsigned *root_tag, const char **why)
+
+cdef extern from "rl_sock.h" nogil:
+    long long rl_now_ms()
+
+cdef extern from "rl_node.h" nogil:
+    ctypedef struct rl_node:
+        pass
+    ctypedef struct rl_msg:
+        rl_header hdr
+        uint64_t peer_id
+        uint8_t *frame
+        uint64_t size
+    void rl_msg_free(rl_msg *m)
+    const uint8_t *rl_msg_meta(const rl_msg *m)
+    uint8_t *rl_msg_data(const rl_msg *m)
+
+    ctypedef struct rl_config:
+        int role
+        int reliable
+        uint32_t retry_attempts
+        uint64_t node_id
+        size_t queue_max_msgs
+        size_t queue_max_bytes
+        size_t sendq_max_bytes
+        int handshake_timeout_ms
+        rl_limits limits
+    void rl_config_default(rl_config *c, int role)
+
+    enum:
+        RL_Q_TRAJ, RL_Q_REQUEST, RL_Q_PUSH, RL_Q_REPLY
+        RL_EV_JOINED, RL_EV_LEFT, RL_EV_REJECTED
+
+    ctypedef struct rl_event:
+        int type
+        uint64_t peer_id
+        int code
+        char reason[160]
+
+    ctypedef struct rl_iov:
+        const void *base
+        size_t len
+
+    int rl_node_create(const rl_config *cfg, rl_node **out)
+    int rl_node_listen(rl_node *n, const char *host, int port, int *bound_port)
+    int rl_node_connect(rl_node *n, const char *host, int port, int timeout_ms, rl_hello *peer)
+    int rl_node_start(rl_node *n)
+    uint64_t rl_node_id(const rl_node *n)
+    int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *h,
+                     const rl_iov *iov, int iovcnt, int timeout_ms)
+    int rl_node_publish(rl_node *n, const rl_header *h, const rl_iov *iov, int iovcnt)
+    int rl_node_recv(rl_node *n, int q, rl_msg **out, int max, int timeout_ms)
+    int rl_node_wait_reply(rl_node *n, uint64_t request_id, int timeout_ms, rl_msg **out)
+    int rl_node_take_params(rl_node *n, uint64_t newer_than, int timeout_ms, rl_msg **out)
+    int rl_node_peers(rl_node *n, uint64_t *ids, int max)
+    int rl_node_next_event(rl_node *n, rl_event *ev)
+    int rl_node_events_pending(rl_node *n)
+    const char *rl_node_lost_reason(rl_node *n)
+    void rl_node_close(rl_node *n, int flush_timeout_ms)
+    void rl_node_destroy(rl_node *n)
