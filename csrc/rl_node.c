@@ -15,6 +15,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +35,7 @@ enum { CONN_HANDSHAKE = 1, CONN_OPEN = 2, CONN_CLOSED = 3 };
 #define PARAMS_PROMOTE_BELOW (256u * 1024u)
 #define MAX_IOV 64
 #define NEVENTS 256
+#define NCANCELLED 1024
 
 typedef struct rl_conn {
     long refs;                 /* atomic: the table holds one, senders borrow */
@@ -91,6 +94,9 @@ struct rl_node {
     rl_event events[NEVENTS];
     int ev_head, ev_count;
     int ev_pending;            /* atomic mirror of ev_count */
+
+    uint64_t cancelled[NCANCELLED];  /* actor: request ids whose replies nobody waits for */
+    int ncancelled, cancelled_next;
 
     int closing;               /* under mu; also read atomically */
     long long flush_deadline;
@@ -520,6 +526,16 @@ static int deliver(rl_node *n, rl_msg *m, const char **why) {
         return RL_EPROTO;
     }
     pthread_mutex_lock(&n->mu);
+    if (qi == RL_Q_REPLY) {
+        for (int i = 0; i < n->ncancelled; i++) {
+            if (n->cancelled[i] == m->hdr.ref) {
+                n->cancelled[i] = n->cancelled[--n->ncancelled];
+                pthread_mutex_unlock(&n->mu);
+                rl_msg_free(m);
+                return 0;
+            }
+        }
+    }
     if (qi == -2) {
         if (!n->params_in_version || m->hdr.ref > n->params_in_version || !n->params_in) {
             rl_msg_free(n->params_in);
@@ -677,29 +693,64 @@ static void accept_all(rl_node *n) {
     }
 }
 
-/* Send BYE on every open connection (best effort) and close everything. */
+/* Send BYE on every connection, half-close, and wait briefly for each peer to
+ * close its side before closing ours: closing a socket that still has unread
+ * input makes the kernel send RST, and an RST can destroy data the peer has
+ * not read yet. Bounded by max(100 ms, what is left of the flush timeout). */
 static void shutdown_all(rl_node *n) {
     uint8_t bye[RL_HEADER_SIZE];
     rl_header h;
     memset(&h, 0, sizeof h);
     h.kind = RL_KIND_BYE;
     rl_header_encode(&h, bye);
-    for (;;) {
-        pthread_mutex_lock(&n->mu);
-        rl_conn *c = n->nconns ? n->conns[n->nconns - 1] : NULL;
-        if (c) { n->nconns--; c->state = CONN_CLOSED; }
-        pthread_mutex_unlock(&n->mu);
-        if (!c) break;
+
+    pthread_mutex_lock(&n->mu);
+    int nc = n->nconns;
+    rl_conn **cs = n->conns;
+    n->conns = NULL;
+    n->nconns = n->capconns = 0;
+    for (int i = 0; i < nc; i++) cs[i]->state = CONN_CLOSED;
+    pthread_mutex_unlock(&n->mu);
+
+    struct pollfd *pf = nc > 0 ? calloc((size_t)(unsigned)nc, sizeof *pf) : NULL;
+    for (int i = 0; i < nc; i++) {
+        rl_conn *c = cs[i];
+        if (pf) pf[i].fd = -1;
         pthread_mutex_lock(&c->send_mu);
-        if (!c->closed && c->fd >= 0 && c->ring.bytes == 0) {
-            void *b = bye;
-            size_t l = sizeof bye;
-            rl_sock_writev(c->fd, &b, &l, 1);
+        if (!c->closed && c->fd >= 0) {
+            if (c->ring.bytes == 0) {
+                void *b = bye;
+                size_t l = sizeof bye;
+                rl_sock_writev(c->fd, &b, &l, 1);
+            }
+            shutdown(c->fd, SHUT_WR);
+            if (pf) { pf[i].fd = c->fd; pf[i].events = POLLIN; }
         }
         pthread_mutex_unlock(&c->send_mu);
-        conn_shut(n, c);
-        conn_unref(c);
     }
+    long long left = n->flush_deadline - rl_now_ms();
+    long long deadline = rl_now_ms() + (left > 100 ? (left < 2000 ? left : 2000) : 100);
+    uint8_t sink[4096];
+    for (int open = 1; pf && open;) {
+        long long t = deadline - rl_now_ms();
+        if (t <= 0) break;
+        if (poll(pf, (nfds_t)nc, (int)t) <= 0) break;
+        open = 0;
+        for (int i = 0; i < nc; i++) {
+            if (pf[i].fd < 0) continue;
+            if (pf[i].revents) {
+                ssize_t r = rl_sock_read(pf[i].fd, sink, sizeof sink);
+                if (r == 0 || (r < 0 && r != RL_EAGAIN)) { pf[i].fd = -1; continue; }
+            }
+            open = 1;
+        }
+    }
+    free(pf);
+    for (int i = 0; i < nc; i++) {
+        conn_shut(n, cs[i]);
+        conn_unref(cs[i]);
+    }
+    free(cs);
 }
 
 static void *io_main(void *arg) {
@@ -964,6 +1015,22 @@ int rl_node_wait_reply(rl_node *n, uint64_t request_id, int timeout_ms, rl_msg *
     }
     pthread_mutex_unlock(&n->mu);
     return rc;
+}
+
+void rl_node_cancel_reply(rl_node *n, uint64_t request_id) {
+    pthread_mutex_lock(&n->mu);
+    rl_msg *prev = NULL, *m = n->q[RL_Q_REPLY].head;
+    while (m && m->hdr.ref != request_id) { prev = m; m = m->next; }
+    if (m) {
+        rl_msg_free(q_unlink(n, RL_Q_REPLY, prev, m));
+        after_pop(n);
+    } else if (n->ncancelled < NCANCELLED) {
+        n->cancelled[n->ncancelled++] = request_id;
+    } else {
+        n->cancelled[n->cancelled_next] = request_id;   /* overwrite the oldest slot */
+        n->cancelled_next = (n->cancelled_next + 1) % NCANCELLED;
+    }
+    pthread_mutex_unlock(&n->mu);
 }
 
 int rl_node_take_params(rl_node *n, uint64_t newer_than, int timeout_ms, rl_msg **out) {

@@ -113,6 +113,10 @@ int rl_node_recv(rl_node *n, int q, rl_msg **out, int max, int timeout_ms);
 /* Actor: wait for the reply whose ref == request_id. */
 int rl_node_wait_reply(rl_node *n, uint64_t request_id, int timeout_ms, rl_msg **out);
 
+/* Actor: give up on a request (its caller timed out): drop its reply now if
+ * it is queued, or when it arrives (the last 1024 cancelled ids are kept). */
+void rl_node_cancel_reply(rl_node *n, uint64_t request_id);
+
 /* Actor: take the newest parameters received, if its version > newer_than,
  * waiting up to timeout_ms. Ownership of the message moves to the caller. */
 int rl_node_take_params(rl_node *n, uint64_t newer_than, int timeout_ms, rl_msg **out);

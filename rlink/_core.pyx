@@ -27,9 +27,10 @@ cnp.import_array()
 
 cdef extern from "numpy/arrayobject.h":
     # Not in Cython's numpy.pxd. Steals a reference to descr.
-    object PyArray_NewFromDescr(void *subtype, PyObject *descr, int nd, cnp.npy_intp *dims,
+    # descr is a PyArray_Descr*; void* converts to it implicitly in C.
+    object PyArray_NewFromDescr(void *subtype, void *descr, int nd, cnp.npy_intp *dims,
                                 cnp.npy_intp *strides, void *data, int flags, PyObject *obj)
-    object PyArray_Scalar(void *data, PyObject *descr, PyObject *base)
+    object PyArray_Scalar(void *data, void *descr, PyObject *base)
 
 cdef extern from "stdlib.h" nogil:
     void *aligned_alloc(size_t alignment, size_t size)
@@ -212,7 +213,7 @@ cdef class _Encoder:
         if code == 0:
             raise _EncodeError(TypeError, f"cannot send numpy arrays of dtype {d}")
         nd = cnp.PyArray_NDIM(a)
-        if nd > RL_MAX_NDIM:
+        if nd > <int>RL_MAX_NDIM:
             raise _EncodeError(ValueError, f"array has {nd} dimensions, more than {RL_MAX_NDIM}")
         if not cnp.PyArray_IS_C_CONTIGUOUS(a):
             if cnp.PyArray_IS_F_CONTIGUOUS(a):
@@ -424,7 +425,7 @@ cdef class _Reader:
             Py_INCREF(<object>descr)
             flags = cnp.NPY_ARRAY_WRITEABLE | cnp.NPY_ARRAY_ALIGNED
             flags |= cnp.NPY_ARRAY_F_CONTIGUOUS if it.u.array.aflags & RL_AF_FORTRAN else cnp.NPY_ARRAY_C_CONTIGUOUS
-            arr = PyArray_NewFromDescr(<void *>cnp.ndarray, descr, <int>it.u.array.ndim, dims, NULL,
+            arr = PyArray_NewFromDescr(<void *>cnp.ndarray, <void *>descr, <int>it.u.array.ndim, dims, NULL,
                                        self.data + it.u.array.offset, flags, NULL)
             cnp.set_array_base(arr, self.owner)
             return arr
@@ -434,7 +435,7 @@ cdef class _Reader:
             return PyLong_FromLongLong(it.u.i)
         if it.tag == RL_T_SCALAR:
             memcpy(tmp, it.u.scalar.p, rl_dtype_size(it.u.scalar.dtype))
-            return PyArray_Scalar(tmp, <PyObject *>_DESCRS[it.u.scalar.dtype], NULL)
+            return PyArray_Scalar(tmp, <void *>_DESCRS[it.u.scalar.dtype], NULL)
         if it.tag == RL_T_TRUE:
             return True
         if it.tag == RL_T_FALSE:
@@ -713,16 +714,21 @@ cdef class _Node:
     def wait_reply(self, uint64_t request_id, object timeout):
         cdef long long deadline = _deadline(timeout)
         cdef rl_msg *m = NULL
-        cdef int rc, ms
-        while True:
-            ms = _slice_ms(deadline)
-            with nogil:
-                rc = rl_node_wait_reply(self.n, request_id, ms, &m)
-            if rc != RL_ETIMEDOUT:
-                break
-            PyErr_CheckSignals()
-            if deadline >= 0 and rl_now_ms() >= deadline:
-                break
+        cdef int rc = RL_ETIMEDOUT, ms
+        try:
+            while True:
+                ms = _slice_ms(deadline)
+                with nogil:
+                    rc = rl_node_wait_reply(self.n, request_id, ms, &m)
+                if rc != RL_ETIMEDOUT:
+                    break
+                PyErr_CheckSignals()
+                if deadline >= 0 and rl_now_ms() >= deadline:
+                    break
+        finally:
+            if rc != RL_OK:   # timed out, interrupted or lost: nobody will read its reply
+                with nogil:
+                    rl_node_cancel_reply(self.n, request_id)
         if rc != RL_OK:
             self._raise(rc, "request", timeout)
         return _decode_msg(m, &self.cfg.limits)

@@ -154,6 +154,7 @@ cdef extern from "rl_node.h" nogil:
     int rl_node_publish(rl_node *n, const rl_header *h, const rl_iov *iov, int iovcnt)
     int rl_node_recv(rl_node *n, int q, rl_msg **out, int max, int timeout_ms)
     int rl_node_wait_reply(rl_node *n, uint64_t request_id, int timeout_ms, rl_msg **out)
+    void rl_node_cancel_reply(rl_node *n, uint64_t request_id)
     int rl_node_take_params(rl_node *n, uint64_t newer_than, int timeout_ms, rl_msg **out)
     int rl_node_peers(rl_node *n, uint64_t *ids, int max)
     int rl_node_next_event(rl_node *n, rl_event *ev)
