@@ -34,6 +34,14 @@ enum { CONN_HANDSHAKE = 1, CONN_OPEN = 2, CONN_CLOSED = 3 };
 #define READ_BUDGET (1u << 20)     /* bytes per connection per loop turn: fairness */
 #define PARAMS_PROMOTE_BELOW (256u * 1024u)
 #define MAX_IOV 64
+/* Send batching: a small trajectory frame sent within BATCH_GAP_NS of the
+ * previous write on its connection is appended to the ring instead of
+ * written at once; the I/O thread (or the sender, once BATCH_FLUSH_AT bytes
+ * are waiting) writes the whole batch with one syscall. Isolated sends, and
+ * requests/replies, are written immediately for latency. */
+#define BATCH_MAX_FRAME (16u * 1024u)
+#define BATCH_FLUSH_AT (64u * 1024u)
+#define BATCH_GAP_NS 50000LL
 #define NEVENTS 256
 #define NCANCELLED 1024
 
@@ -58,6 +66,7 @@ typedef struct rl_conn {
     rl_buf *pending_params;
     int want_out;
     int closed;
+    long long last_write_ns;
 } rl_conn;
 
 typedef struct msgq {
@@ -86,6 +95,9 @@ struct rl_node {
     size_t in_count;           /* messages in all queues */
     uint64_t in_bytes;
     int reading_paused;
+
+    msgq pend[RL_NQUEUES];     /* I/O thread only: frames read this turn, not yet queued */
+    int npend;
 
     rl_buf *params;            /* learner: newest published frame */
     rl_msg *params_in;         /* actor: newest received, not yet taken */
@@ -139,6 +151,12 @@ static int timed_wait(pthread_cond_t *cv, pthread_mutex_t *mu, long long deadlin
     struct timespec ts;
     deadline_ts(&ts, deadline);
     return pthread_cond_timedwait(cv, mu, &ts);
+}
+
+static long long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
 static long long to_deadline(int timeout_ms) {
@@ -362,6 +380,7 @@ static int ring_flush_locked(rl_conn *c) {
         if (w == RL_EAGAIN) break;
         if (w < 0) return RL_ECONNLOST;
         rl_ring_consume(&c->ring, (size_t)w);
+        c->last_write_ns = now_ns();
     }
     c->want_out = c->ring.bytes > 0 || c->pending_params != NULL;
     pthread_cond_broadcast(&c->send_cv);
@@ -406,14 +425,19 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
     }
     if (c->closed) { rc = RL_ECONNLOST; goto out; }
     if (__atomic_load_n(&n->closing, __ATOMIC_ACQUIRE)) { rc = RL_ECLOSED; goto out; }
+    int had_out = c->want_out;   /* set => the I/O thread already watches for POLLOUT */
 
     /* Gather header + body into one iovec list. */
     void *bases[MAX_IOV];
     size_t lens[MAX_IOV];
     int k = 0, next = 0;
     bases[k] = hdr; lens[k] = RL_HEADER_SIZE; k++;
-    if (c->ring.bytes == 0) {
+    long long t = now_ns();
+    int batch = h.kind == RL_KIND_TRAJ && total <= BATCH_MAX_FRAME &&
+                t - c->last_write_ns < BATCH_GAP_NS;
+    if (c->ring.bytes == 0 && !batch) {
         /* Direct write from the caller's memory: no copy, no hand-off. */
+        c->last_write_ns = t;
         for (;;) {
             while (k < MAX_IOV && next < iovcnt) {
                 if (iov[next].len) { bases[k] = (void *)iov[next].base; lens[k] = iov[next].len; k++; }
@@ -441,9 +465,12 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
     for (; rc == RL_OK && next < iovcnt; next++) {
         if (rl_ring_push_copy(&c->ring, iov[next].base, iov[next].len)) rc = RL_ENOMEM;
     }
-    if (!c->want_out && c->ring.bytes > 0) {
+    if (rc == RL_OK && c->ring.bytes >= BATCH_FLUSH_AT) {
+        if (ring_flush_locked(c)) rc = RL_ECONNLOST;
+    }
+    if (c->ring.bytes > 0) {
         c->want_out = 1;
-        rl_waker_wake(&n->waker);
+        if (!had_out) rl_waker_wake(&n->waker);
     }
 out:
     pthread_mutex_unlock(&c->send_mu);
@@ -525,6 +552,17 @@ static int deliver(rl_node *n, rl_msg *m, const char **why) {
         *why = "unexpected frame kind for this direction";
         return RL_EPROTO;
     }
+    if (qi == RL_Q_TRAJ || qi == RL_Q_REQUEST || qi == RL_Q_PUSH) {
+        /* Batched: flush_pending hands a whole read's worth over under one lock. */
+        msgq *p = &n->pend[qi];
+        m->next = NULL;
+        if (p->tail) p->tail->next = m; else p->head = m;
+        p->tail = m;
+        p->count++;
+        p->bytes += m->size;
+        n->npend++;
+        return 0;
+    }
     pthread_mutex_lock(&n->mu);
     if (qi == RL_Q_REPLY) {
         for (int i = 0; i < n->ncancelled; i++) {
@@ -550,6 +588,27 @@ static int deliver(rl_node *n, rl_msg *m, const char **why) {
     pthread_cond_broadcast(&n->cv);
     pthread_mutex_unlock(&n->mu);
     return 0;
+}
+
+/* I/O thread: move the frames gathered by deliver() into the shared queues,
+ * waking receivers once. */
+static void flush_pending(rl_node *n) {
+    if (!n->npend) return;
+    pthread_mutex_lock(&n->mu);
+    for (int qi = 0; qi < RL_NQUEUES; qi++) {
+        msgq *p = &n->pend[qi], *q = &n->q[qi];
+        if (!p->head) continue;
+        if (q->tail) q->tail->next = p->head; else q->head = p->head;
+        q->tail = p->tail;
+        q->count += p->count;
+        q->bytes += p->bytes;
+        n->in_count += p->count;
+        n->in_bytes += p->bytes;
+        memset(p, 0, sizeof *p);
+    }
+    n->npend = 0;
+    pthread_cond_broadcast(&n->cv);
+    pthread_mutex_unlock(&n->mu);
 }
 
 /* Learner: the actor's hello is complete. */
@@ -842,8 +901,10 @@ static void *io_main(void *arg) {
                 pthread_mutex_unlock(&c->send_mu);
                 if (rc) why = "connection lost while sending";
             }
-            if (!rc && (evs[i].events & RL_POLLIN) && (c->interest & RL_POLLIN))
+            if (!rc && (evs[i].events & RL_POLLIN) && (c->interest & RL_POLLIN)) {
                 rc = conn_read(n, c, &why, why_buf, sizeof why_buf);
+                flush_pending(n);   /* what arrived before any violation is valid */
+            }
             if (rc) {
                 int ev = (rc == RL_ECONNLOST) ? RL_EV_LEFT : RL_EV_REJECTED;
                 if (c->state == CONN_HANDSHAKE) ev = RL_EV_REJECTED;

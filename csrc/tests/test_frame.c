@@ -575,6 +575,20 @@ static void test_header_rejects(void) {
     h.data_len = UINT64_MAX - 127;    /* 48 + 17 + 63 + data == 2^64 exactly */
     rl_header_encode(&h, b);
     CHECK_EQ(header_decode_exact(b, UINT64_MAX, &d), RL_ELIMIT);
+    /* the exact bound from PROTOCOL.md: data_len <= 2^64 - 2^32 - 112 */
+    memset(&h, 0, sizeof h);
+    h.kind = RL_KIND_TRAJ;
+    h.meta_len = UINT32_MAX;
+    h.data_len = UINT64_MAX - ((uint64_t)1 << 32) - 111;   /* 2^64 - 2^32 - 112 */
+    rl_header_encode(&h, b);
+    CHECK_EQ(header_decode_exact(b, UINT64_MAX, &d), RL_OK);
+    CHECK_EQU(rl_frame_size(&d), UINT64_MAX - 47);          /* 2^64 - 48, no wrap */
+    h.data_len++;
+    rl_header_encode(&h, b);
+    CHECK_EQ(header_decode_exact(b, UINT64_MAX, &d), RL_ELIMIT);
+    h.meta_len = 0;
+    rl_header_encode(&h, b);
+    CHECK_EQ(header_decode_exact(b, UINT64_MAX, &d), RL_ELIMIT);
     /* a large but representable frame under a huge limit is fine, and its
      * size does not wrap */
     memset(&h, 0, sizeof h);
