@@ -300,15 +300,19 @@ int rl_read_item(rl_reader *r, rl_item *it) {
         if (ndim > r->limits->max_ndim || ndim > RL_MAX_NDIM) return RL_ELIMIT;
         if (++r->arrays > r->limits->max_arrays) return RL_ELIMIT;
         NEED(8 * (size_t)ndim + 8);
-        uint64_t nbytes = isz;
+        /* numpy sizes are signed (npy_intp): the product of the non-zero
+         * dimensions times the item size must stay below 2^63, even when
+         * another dimension is 0 and the array holds no bytes. */
+        uint64_t span = isz;
+        int empty = 0;
         for (unsigned i = 0; i < ndim; i++) {
             uint64_t d = get64(r->p + 8 * i);
-            /* numpy dimensions are signed (npy_intp): keep them below 2^63 */
-            if (d > (uint64_t)INT64_MAX) return RL_EPROTO;
             it->u.array.shape[i] = d;
-            if (d != 0 && nbytes > UINT64_MAX / d) return RL_EPROTO;
-            nbytes *= d;
+            if (d == 0) { empty = 1; continue; }
+            if (span > (uint64_t)INT64_MAX / d) return RL_EPROTO;
+            span *= d;
         }
+        uint64_t nbytes = empty ? 0 : span;
         uint64_t off = get64(r->p + 8 * ndim);
         r->p += 8 * (size_t)ndim + 8;
         if (off % RL_ALIGN) return RL_EPROTO;

@@ -1242,6 +1242,12 @@ static void test_reject_shape(void) {
         CHECK_EQ(validate_bb(&b, UINT64_MAX), RL_EPROTO);
         bb_free(&b);
     }
+    /* an empty array whose other dimensions numpy could not represent
+     * (itemsize * 2^62 >= 2^63 for float64) */
+    uint64_t s6[2] = {0, (uint64_t)1 << 62};
+    bb_array(&b, RL_DT_FLOAT64, 2, s6, 0, 0);
+    CHECK_EQ(validate_bb(&b, UINT64_MAX), RL_EPROTO);
+    bb_free(&b);
     /* a zero dimension makes an empty array regardless of the others */
     uint64_t s5[3] = {1000, 0, 1000};
     bb_array(&b, RL_DT_FLOAT64, 3, s5, 0, 0);
