@@ -35,6 +35,8 @@
 
 /* ---- suites: one declaration per test file ---------------------------- */
 void run_frame_tests(void);   /* test_frame.c */
+void run_ring_tests(void);    /* test_ring.c */
+void run_node_tests(void);    /* test_node.c */
 
 /* ---- framework --------------------------------------------------------- */
 typedef struct rl_test {

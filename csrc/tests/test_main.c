@@ -3,8 +3,8 @@
  *
  * Build (from the repository root):
  *   gcc -std=c11 -Wall -Wextra -Werror -g -fsanitize=address,undefined \
- *       -fno-sanitize-recover=all -Icsrc csrc/rl_frame.c csrc/tests/test_*.c \
- *       -o /tmp/rl_ctest && /tmp/rl_ctest
+ *       -fno-sanitize-recover=all -Icsrc <every .c in csrc/ and csrc/tests/> \
+ *       -pthread -o /tmp/rl_ctest && /tmp/rl_ctest
  *
  * Prints one line per failed check, then "N passed, N failed" (test
  * functions). Exit status is 0 only if nothing failed. Pass `-v` to also
@@ -20,6 +20,8 @@ int main(int argc, char **argv) {
 
     /* one call per test file */
     run_frame_tests();
+    run_ring_tests();
+    run_node_tests();
 
     if (verbose) printf("%lu checks\n", rl_test_g.checks);
     printf("%lu passed, %lu failed\n", rl_test_g.passed, rl_test_g.failed);

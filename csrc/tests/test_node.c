@@ -1,0 +1,166 @@
+/* test_node.c -- a learner and an actor in one process over loopback. */
+#define _GNU_SOURCE
+#include "rl_frame.h"
+#include "rl_node.h"
+#include "rl_sock.h"
+#include "rl_test.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Build a message {"seq": seq, "x": float32[n] filled with seq} and send it. */
+static int send_msg(rl_node *n, uint64_t peer, unsigned kind, uint64_t ref, int64_t seq, size_t count) {
+    rl_writer w;
+    rl_writer_init(&w);
+    rl_write_container(&w, RL_T_DICT, 2);
+    rl_write_key(&w, "seq", 3);
+    rl_write_int(&w, seq);
+    rl_write_key(&w, "x", 1);
+    uint64_t shape[1] = {count};
+    float *data = malloc(count * sizeof(float) + 1);
+    for (size_t i = 0; i < count; i++) data[i] = (float)seq;
+    rl_write_array(&w, RL_DT_FLOAT32, 1, shape, 0, count * sizeof(float));
+    rl_header h;
+    memset(&h, 0, sizeof h);
+    h.kind = (uint8_t)kind;
+    h.ref = ref;
+    h.meta_len = (uint32_t)w.len;
+    h.data_len = w.data_len;
+    static const uint8_t zeros[64];
+    rl_iov iov[3] = {{w.buf, w.len}, {zeros, rl_frame_pad(&h)}, {data, count * sizeof(float)}};
+    int rc = kind == RL_KIND_PARAMS ? rl_node_publish(n, &h, iov, 3)
+                                    : rl_node_send(n, peer, &h, iov, 3, 5000);
+    free(data);
+    rl_writer_free(&w);
+    return rc;
+}
+
+/* Check a received message built by send_msg. */
+static int check_msg(rl_msg *m, int64_t seq, size_t count) {
+    rl_limits lim;
+    rl_limits_default(&lim);
+    rl_reader r;
+    rl_item it;
+    const uint8_t *k;
+    uint32_t kn;
+    rl_reader_init(&r, rl_msg_meta(m), m->hdr.meta_len, m->hdr.data_len, &lim);
+    int ok = CHECK_EQ(rl_read_item(&r, &it), RL_OK) && CHECK_EQ(it.tag, RL_T_DICT) &&
+             CHECK_EQ(rl_read_key(&r, &k, &kn), RL_OK) && CHECK_EQ(rl_read_item(&r, &it), RL_OK) &&
+             CHECK_EQ(it.u.i, seq) && CHECK_EQ(rl_read_key(&r, &k, &kn), RL_OK) &&
+             CHECK_EQ(rl_read_item(&r, &it), RL_OK) && CHECK_EQ(it.tag, RL_T_ARRAY) &&
+             CHECK_EQU(it.u.array.shape[0], count);
+    if (!ok) return 0;
+    const float *x = (const float *)(rl_msg_data(m) + it.u.array.offset);
+    CHECK_EQ((long)((uintptr_t)x % 64), 0);
+    for (size_t i = 0; i < count; i++)
+        if (!CHECK(x[i] == (float)seq)) return 0;
+    return 1;
+}
+
+static void pair(rl_node **learner, rl_node **actor, int *port) {
+    rl_config lc, ac;
+    rl_config_default(&lc, RL_ROLE_LEARNER);
+    rl_config_default(&ac, RL_ROLE_ACTOR);
+    lc.handshake_timeout_ms = 500;
+    *learner = *actor = NULL;
+    CHECK_EQ(rl_node_create(&lc, learner), RL_OK);
+    CHECK_EQ(rl_node_listen(*learner, "127.0.0.1", 0, port), RL_OK);
+    CHECK_EQ(rl_node_start(*learner), RL_OK);
+    CHECK_EQ(rl_node_create(&ac, actor), RL_OK);
+    rl_hello peer;
+    CHECK_EQ(rl_node_connect(*actor, "127.0.0.1", *port, 5000, &peer), RL_OK);
+    CHECK_EQU(peer.node_id, rl_node_id(*learner));
+    CHECK_EQ(rl_node_start(*actor), RL_OK);
+}
+
+static void test_node_patterns(void) {
+    rl_node *L, *A;
+    int port = 0;
+    pair(&L, &A, &port);
+    /* many-to-one, small and large (direct-read) frames, in order */
+    for (int64_t i = 0; i < 200; i++)
+        CHECK_EQ(send_msg(A, 0, RL_KIND_TRAJ, 0, i, i % 50 == 0 ? 300000 : 8), RL_OK);
+    for (int64_t i = 0; i < 200; i++) {
+        rl_msg *m = NULL;
+        if (!CHECK_EQ(rl_node_recv(L, RL_Q_TRAJ, &m, 1, 5000), 1)) break;
+        CHECK_EQU(m->peer_id, rl_node_id(A));
+        check_msg(m, i, i % 50 == 0 ? 300000 : 8);
+        rl_msg_free(m);
+    }
+    /* one-to-many: only the newest unsent version matters */
+    CHECK_EQ(send_msg(L, 0, RL_KIND_PARAMS, 7, 7, 1000), RL_OK);
+    rl_msg *p = NULL;
+    CHECK_EQ(rl_node_take_params(A, 6, 5000, &p), RL_OK);
+    if (p) { CHECK_EQU(p->hdr.ref, 7); check_msg(p, 7, 1000); rl_msg_free(p); }
+    /* request / reply, routed by request id */
+    CHECK_EQ(send_msg(A, 0, RL_KIND_REQUEST, 42, 1, 4), RL_OK);
+    rl_msg *q = NULL;
+    CHECK_EQ(rl_node_recv(L, RL_Q_REQUEST, &q, 1, 5000), 1);
+    if (q) {
+        CHECK_EQU(q->hdr.ref, 42);
+        CHECK_EQ(send_msg(L, q->peer_id, RL_KIND_REPLY, 42, 2, 4), RL_OK);
+        rl_msg_free(q);
+    }
+    rl_msg *rep = NULL;
+    CHECK_EQ(rl_node_wait_reply(A, 42, 5000, &rep), RL_OK);
+    if (rep) { check_msg(rep, 2, 4); rl_msg_free(rep); }
+    /* timeouts */
+    rl_msg *none = NULL;
+    CHECK_EQ(rl_node_recv(L, RL_Q_TRAJ, &none, 1, 0), RL_ETIMEDOUT);
+    CHECK_EQ(rl_node_wait_reply(A, 43, 10, &none), RL_ETIMEDOUT);
+    /* a learner that closes makes the actor's calls fail, not hang */
+    rl_node_close(L, 1000);
+    CHECK_EQ(rl_node_recv(A, RL_Q_PUSH, &none, 1, 5000), RL_ECONNLOST);
+    CHECK(strlen(rl_node_lost_reason(A)) > 0);
+    rl_node_close(A, 0);
+    rl_node_close(A, 0);   /* idempotent */
+    CHECK_EQ(rl_node_recv(A, RL_Q_PUSH, &none, 1, 0), RL_ECLOSED);
+    rl_node_destroy(L);
+    rl_node_destroy(A);
+}
+
+static void test_node_rejects_garbage(void) {
+    rl_node *L, *A;
+    int port = 0;
+    pair(&L, &A, &port);
+    /* a peer that sends garbage instead of a hello is dropped with a reason */
+    int fd = rl_sock_connect("127.0.0.1", port, 2000);
+    CHECK(fd >= 0);
+    const char junk[32] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    void *b = (void *)junk;
+    size_t l = sizeof junk;
+    CHECK_EQ(rl_sock_writev(fd, &b, &l, 1), (long)sizeof junk);
+    /* a silent peer is dropped at the handshake deadline (500 ms here) */
+    int silent = rl_sock_connect("127.0.0.1", port, 2000);
+    CHECK(silent >= 0);
+    int rejected = 0;
+    long long deadline = rl_now_ms() + 5000;
+    while (rejected < 2 && rl_now_ms() < deadline) {
+        rl_event ev;
+        if (rl_node_next_event(L, &ev)) {
+            if (ev.type == RL_EV_REJECTED) rejected++;
+        } else {
+            rl_sock_wait(fd, 1, 10);   /* bounded pause between polls */
+        }
+    }
+    CHECK_EQ(rejected, 2);
+    /* the good actor is still served */
+    CHECK_EQ(send_msg(A, 0, RL_KIND_TRAJ, 0, 5, 8), RL_OK);
+    rl_msg *m = NULL;
+    CHECK_EQ(rl_node_recv(L, RL_Q_TRAJ, &m, 1, 5000), 1);
+    if (m) { check_msg(m, 5, 8); rl_msg_free(m); }
+    close(fd);
+    close(silent);
+    rl_node_close(A, 1000);
+    rl_node_close(L, 1000);
+    rl_node_destroy(A);
+    rl_node_destroy(L);
+}
+
+static const rl_test node_tests[] = {
+    RL_TEST(test_node_patterns),
+    RL_TEST(test_node_rejects_garbage),
+};
+
+void run_node_tests(void) { RL_RUN_SUITE(node_tests); }
