@@ -37,8 +37,10 @@ typedef struct rl_msg {
     uint64_t peer_id;         /* node id of the sending peer */
     uint8_t *frame;           /* owned, rl_frame_size(&hdr) bytes */
     uint64_t size;
+    size_t cap;               /* allocated bytes at frame (internal) */
 } rl_msg;
 
+/* Release a message (any thread). Large frame buffers are recycled. */
 void rl_msg_free(rl_msg *m);
 static inline const uint8_t *rl_msg_meta(const rl_msg *m) { return m->frame + RL_HEADER_SIZE; }
 static inline uint8_t *rl_msg_data(const rl_msg *m) { return m->frame + rl_frame_data_offset(&m->hdr); }

@@ -521,6 +521,7 @@ def decode_frame(const uint8_t[::1] frame not None, uint64_t max_message_bytes=1
     m.hdr = h
     m.frame = buf
     m.size = n
+    m.cap = ((n + 63) // 64) * 64
     return h.kind, h.ref, _decode_msg(m, &lim)
 
 

@@ -114,6 +114,7 @@ cdef extern from "rl_node.h" nogil:
         uint64_t peer_id
         uint8_t *frame
         uint64_t size
+        size_t cap
     void rl_msg_free(rl_msg *m)
     const uint8_t *rl_msg_meta(const rl_msg *m)
     uint8_t *rl_msg_data(const rl_msg *m)
