@@ -388,11 +388,12 @@ static void table_remove(rl_node *n, rl_conn *c) {
     }
 }
 
-/* Find an open connection by peer id and borrow it (under node->mu). */
-static rl_conn *table_find(rl_node *n, uint64_t peer_id) {
+/* Find the open connection to peer_id (under node->mu); an actor's only
+ * connection when any is set. Peer ids are never 0 (the hello forbids it). */
+static rl_conn *table_find(rl_node *n, uint64_t peer_id, int any) {
     for (int i = 0; i < n->nconns; i++) {
         rl_conn *c = n->conns[i];
-        if (c->state == CONN_OPEN && (peer_id == 0 || c->peer_id == peer_id)) return c;
+        if (c->state == CONN_OPEN && (any || c->peer_id == peer_id)) return c;
     }
     return NULL;
 }
@@ -482,7 +483,7 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
     long long deadline = to_deadline(timeout_ms);
     pthread_mutex_lock(&n->mu);
     if (n->closing) { pthread_mutex_unlock(&n->mu); return RL_ECLOSED; }
-    rl_conn *c = table_find(n, n->cfg.role == RL_ROLE_ACTOR ? 0 : peer_id);
+    rl_conn *c = table_find(n, peer_id, n->cfg.role == RL_ROLE_ACTOR);
     if (!c) {
         int rc = n->cfg.role == RL_ROLE_ACTOR ? RL_ECONNLOST : RL_ENOCONN;
         pthread_mutex_unlock(&n->mu);
@@ -504,8 +505,8 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
             goto out;
         }
     }
-    if (c->closed) { rc = RL_ECONNLOST; goto out; }
     if (__atomic_load_n(&n->closing, __ATOMIC_ACQUIRE)) { rc = RL_ECLOSED; goto out; }
+    if (c->closed) { rc = RL_ECONNLOST; goto out; }
     int had_out = c->want_out;   /* set => the I/O thread already watches for POLLOUT */
 
     /* Gather header + body into one iovec list. */
@@ -556,6 +557,8 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
             pthread_cond_broadcast(&c->send_cv);
             if (c->closed && !done) rc = RL_ECONNLOST;
         }
+        /* a close() of the node, not a failure of the peer */
+        if (rc == RL_ECONNLOST && __atomic_load_n(&n->closing, __ATOMIC_ACQUIRE)) rc = RL_ECLOSED;
         if (rc != RL_OK || done) goto out;
     }
     /* Copy what the socket did not take into the ring. */
@@ -738,7 +741,7 @@ static int finish_handshake(rl_node *n, rl_conn *c, const char **why, char *buf,
 
     pthread_mutex_lock(&n->mu);
     /* The same actor reconnecting replaces its old (possibly half-open) link. */
-    rl_conn *old = table_find(n, peer.node_id);
+    rl_conn *old = table_find(n, peer.node_id, 0);
     c->peer_id = peer.node_id;
     c->state = CONN_OPEN;
     push_event(n, RL_EV_JOINED, c->peer_id, 0, "");

@@ -84,6 +84,9 @@ class _EncodeError(Exception):
 cdef uint8_t _ZEROS[64]
 memset(_ZEROS, 0, 64)
 
+cdef rl_limits _DEFAULT_LIMITS
+rl_limits_default(&_DEFAULT_LIMITS)
+
 cdef struct ArrRef:
     const void *data
     uint64_t nbytes
@@ -105,6 +108,8 @@ cdef class _Encoder:
     cdef list keep
     cdef unsigned max_depth
     cdef uint64_t max_bytes
+    cdef uint32_t max_items, max_arrays, max_str
+    cdef uint32_t items
     cdef rl_header hdr
 
     def __cinit__(self):
@@ -114,17 +119,26 @@ cdef class _Encoder:
         self.narrs = self.arrs_cap = 0
         self.niov = self.iov_cap = 0
         self.keep = []
-        self.max_depth = 64
-        self.max_bytes = 1 << 30
+        self.set_limits(&_DEFAULT_LIMITS)
 
     def __dealloc__(self):
         rl_writer_free(&self.w)
         free(self.arrs)
         free(self.iov)
 
+    cdef void set_limits(self, const rl_limits *lim) noexcept:
+        # The same limits a receiver enforces (rl_meta_validate): never send
+        # what a peer with our configuration would reject.
+        self.max_depth = lim.max_depth
+        self.max_bytes = lim.max_message_bytes
+        self.max_items = lim.max_items
+        self.max_arrays = lim.max_arrays
+        self.max_str = lim.max_str_bytes
+
     cdef int encode(self, object obj, unsigned kind, uint64_t ref) except -1:
         """Encode obj (a dict) and fill self.hdr / self.iov."""
         rl_writer_reset(&self.w)
+        self.items = 0
         self.narrs = 0
         self.niov = 0
         self.keep = []
@@ -212,6 +226,9 @@ cdef class _Encoder:
         code = _dtype_code(d)
         if code == 0:
             raise _EncodeError(TypeError, f"cannot send numpy arrays of dtype {d}")
+        if <uint32_t>self.narrs >= self.max_arrays:
+            raise _EncodeError(_errors.MessageTooLargeError,
+                               f"more than max_arrays={self.max_arrays} arrays in one message")
         nd = cnp.PyArray_NDIM(a)
         if nd > <int>RL_MAX_NDIM:
             raise _EncodeError(ValueError, f"array has {nd} dimensions, more than {RL_MAX_NDIM}")
@@ -244,8 +261,9 @@ cdef class _Encoder:
             p = PyUnicode_AsUTF8AndSize(s, &n)
         except UnicodeEncodeError as e:
             raise _EncodeError(ValueError, f"string cannot be encoded as UTF-8 ({e.reason})")
-        if n > 0xFFFFFFFF:
-            raise _EncodeError(_errors.MessageTooLargeError, "string longer than 4 GiB")
+        if n > self.max_str:
+            raise _EncodeError(_errors.MessageTooLargeError,
+                               f"string of {n} bytes exceeds max_str_bytes={self.max_str}")
         rl_write_str(&self.w, p, <uint32_t>n)
         return 0
 
@@ -258,6 +276,10 @@ cdef class _Encoder:
         cdef PyObject *vp
         cdef const char *ks
         cdef uint64_t scalar_buf[2]
+        self.items += 1
+        if self.items > self.max_items:
+            raise _EncodeError(_errors.MessageTooLargeError,
+                               f"more than max_items={self.max_items} values in one message")
         if t is cnp.ndarray:
             return self._array(<cnp.ndarray>obj)
         if t is float:
@@ -272,6 +294,9 @@ cdef class _Encoder:
                 rl_write_int(&self.w, v)
             else:
                 b = obj.to_bytes((obj.bit_length() + 8) // 8, "little", signed=True)
+                if <size_t>PyBytes_GET_SIZE(b) > self.max_str:
+                    raise _EncodeError(_errors.MessageTooLargeError,
+                                       f"integer of {PyBytes_GET_SIZE(b)} bytes exceeds max_str_bytes={self.max_str}")
                 rl_write_bigint(&self.w, <const uint8_t *>PyBytes_AS_STRING(b), <uint32_t>PyBytes_GET_SIZE(b))
             return 0
         if t is str:
@@ -290,6 +315,9 @@ cdef class _Encoder:
                     if type(key) is not str:
                         raise _EncodeError(TypeError, f"dict keys must be str, got {type(key).__name__}")
                     ks = PyUnicode_AsUTF8AndSize(key, &n)
+                    if n > self.max_str:
+                        raise _EncodeError(_errors.MessageTooLargeError,
+                                           f"key of {n} bytes exceeds max_str_bytes={self.max_str}")
                     rl_write_key(&self.w, ks, <uint32_t>n)
                     self._value(val, depth + 1)
             except _EncodeError as e:
@@ -311,8 +339,10 @@ cdef class _Encoder:
             return 0
         if t is bytes:
             n = PyBytes_GET_SIZE(obj)
-            if n > 0xFFFFFFFF:
-                raise _EncodeError(_errors.MessageTooLargeError, "bytes longer than 4 GiB; use a uint8 array")
+            if n > self.max_str:
+                raise _EncodeError(_errors.MessageTooLargeError,
+                                   f"bytes of {n} bytes exceeds max_str_bytes={self.max_str}; "
+                                   f"send large blobs as numpy uint8 arrays")
             rl_write_bytes(&self.w, PyBytes_AS_STRING(obj), <uint32_t>n)
             return 0
         if isinstance(obj, cnp.generic):
@@ -465,8 +495,6 @@ cdef class _Reader:
 
 
 cdef dict _KEY_CACHE = {}
-cdef rl_limits _DEFAULT_LIMITS
-rl_limits_default(&_DEFAULT_LIMITS)
 
 
 cdef object _decode_msg(rl_msg *m, const rl_limits *lim):
@@ -628,8 +656,7 @@ cdef class _Node:
             e = self.pool.pop()
         else:
             e = _Encoder()
-        e.max_bytes = self.cfg.limits.max_message_bytes
-        e.max_depth = self.cfg.limits.max_depth
+        e.set_limits(&self.cfg.limits)
         return e
 
     cdef void _give_encoder(self, _Encoder e):

@@ -11,6 +11,7 @@ import itertools
 import logging
 import os
 import random
+import threading
 import time
 import weakref
 from typing import Any, NamedTuple
@@ -69,10 +70,20 @@ def _parse_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _check_positive(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, not {value!r}")
+def _check_int(name: str, value: Any, minimum: int = 1, maximum: int = (1 << 62)) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be between {minimum} and {maximum}, not {value!r}")
     return value
+
+
+def _check_seconds(name: str, value: Any, maximum: float = 86400.0 * 365) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not 0 < value <= maximum:
+        raise ValueError(f"{name} must be > 0 and <= {maximum:g} seconds, not {value!r}")
+    return float(value)
 
 
 class _Node:
@@ -162,18 +173,19 @@ class LearnerNode(_Node):
                  retry_attempts: int = 3, max_queue_messages: int = 1024,
                  max_queue_bytes: int = 256 << 20, send_queue_bytes: int = 64 << 20,
                  max_message_bytes: int = 1 << 30, handshake_timeout: float = 5.0):
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
-            raise ValueError(f"port must be an int in 0..65535, not {port!r}")
+        _check_int("port", port, 0, 65535)
+        if not isinstance(host, str):
+            raise TypeError(f"host must be a str such as '127.0.0.1' or '0.0.0.0', not {host!r}")
         if not isinstance(reliable, bool):
             raise TypeError(f"reliable must be True or False, not {reliable!r}")
-        _check_positive("retry_attempts", retry_attempts, 0)
+        _check_int("retry_attempts", retry_attempts, 0, 1_000_000)
         core = _core._Node(
             _core.ROLE_LEARNER, reliable, retry_attempts,
-            _check_positive("max_queue_messages", max_queue_messages),
-            _check_positive("max_queue_bytes", max_queue_bytes),
-            _check_positive("send_queue_bytes", send_queue_bytes),
-            _check_positive("max_message_bytes", max_message_bytes, 4096),
-            max(1, int(handshake_timeout * 1000)))
+            _check_int("max_queue_messages", max_queue_messages),
+            _check_int("max_queue_bytes", max_queue_bytes),
+            _check_int("send_queue_bytes", send_queue_bytes),
+            _check_int("max_message_bytes", max_message_bytes, 4096),
+            max(1, int(_check_seconds("handshake_timeout", handshake_timeout, 3600.0) * 1000)))
         self.host = host
         self.reliable = reliable
         self.retry_attempts = retry_attempts
@@ -181,6 +193,7 @@ class LearnerNode(_Node):
         core.start()
         self._init_core(core)
         self._version = 0
+        self._publish_lock = threading.Lock()   # versions are assigned and sent in order
         log.info("%s: listening", self)
 
     @property
@@ -233,18 +246,21 @@ class LearnerNode(_Node):
         the newest version, never a backlog. Returns the version number
         (by default one more than the previous)."""
         core = self._core_or_raise()
-        if version is None:
-            version = self._version + 1
-        elif isinstance(version, bool) or not isinstance(version, int) or version <= self._version:
-            raise ValueError(f"version must be an int greater than the last published ({self._version}), "
-                             f"not {version!r}")
-        core.publish(version, params)
-        self._version = version
+        with self._publish_lock:
+            if version is None:
+                version = self._version + 1
+            elif isinstance(version, bool) or not isinstance(version, int) or \
+                    not self._version < version < (1 << 63):
+                raise ValueError(f"version must be an int greater than the last published "
+                                 f"({self._version}), not {version!r}")
+            core.publish(version, params)
+            self._version = version
         return version
 
     def send(self, actor_id: int, data: dict, timeout: float | None = None) -> None:
         """Push ``data`` to one actor (it reads it with ``ActorNode.receive``).
         Raises :class:`rlink.ConnectionLostError` if that actor is gone."""
+        _check_int("actor_id", actor_id, 0, (1 << 64) - 1)
         self._core_or_raise().send(actor_id, _core.KIND_PUSH, 0, data, timeout)
 
 
@@ -263,12 +279,13 @@ class ActorNode(_Node):
         host, port = _parse_address(learner_address)
         if not isinstance(reliable, bool):
             raise TypeError(f"reliable must be True or False, not {reliable!r}")
+        connect_timeout = _check_seconds("connect_timeout", connect_timeout)
         core = _core._Node(
             _core.ROLE_ACTOR, reliable, 0,
-            _check_positive("max_queue_messages", max_queue_messages),
-            _check_positive("max_queue_bytes", max_queue_bytes),
-            _check_positive("send_queue_bytes", send_queue_bytes),
-            _check_positive("max_message_bytes", max_message_bytes, 4096))
+            _check_int("max_queue_messages", max_queue_messages),
+            _check_int("max_queue_bytes", max_queue_bytes),
+            _check_int("send_queue_bytes", send_queue_bytes),
+            _check_int("max_message_bytes", max_message_bytes, 4096))
         self.learner_address = learner_address
         deadline = time.monotonic() + connect_timeout
         delay = 0.02

@@ -6,9 +6,23 @@ fixtures. Every node is created with ``port=0`` and closed on teardown.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 import rlink
+
+_REPO = Path(__file__).resolve().parents[1]
+_WHERE = Path(rlink.__file__).resolve()
+if os.environ.get("CI") and _REPO in _WHERE.parents:
+    raise RuntimeError(
+        f"rlink was imported from the source tree ({_WHERE}), not the installed package; "
+        f"run pytest in importlib mode (see pyproject.toml) after `pip install .`")
+
+
+def pytest_report_header(config):
+    return f"rlink {rlink.__version__} from {_WHERE.parent}"
 
 # Upper bound for every blocking call in the suite: a bug fails, never hangs.
 T = 10.0

@@ -1,0 +1,66 @@
+# Stubs for the compiled module rlink._core (rlink/_core.pyx). Private API:
+# use rlink.LearnerNode and rlink.ActorNode. Checked against the built module
+# by `python -m mypy.stubtest rlink._core` (tests/test_typing.py).
+from typing import Any, Final
+
+from typing_extensions import Buffer  # stubs only: never imported at run time
+
+PROTOCOL_VERSION: Final[int]
+
+Q_TRAJ: Final[int]
+Q_REQUEST: Final[int]
+Q_PUSH: Final[int]
+Q_REPLY: Final[int]
+KIND_TRAJ: Final[int]
+KIND_REQUEST: Final[int]
+KIND_REPLY: Final[int]
+KIND_PUSH: Final[int]
+KIND_PARAMS: Final[int]
+ROLE_ACTOR: Final[int]
+ROLE_LEARNER: Final[int]
+EV_JOINED: Final[int]
+EV_LEFT: Final[int]
+EV_REJECTED: Final[int]
+FLAG_REDELIVERED: Final[int]
+E_CONNREFUSED: Final[int]
+E_TIMEDOUT: Final[int]
+E_INVAL: Final[int]
+
+def encode_frame(obj: dict[str, Any], kind: int = ..., ref: int = 0) -> bytes:
+    """Encode obj as one complete frame and return it as bytes."""
+
+def decode_frame(frame: Buffer, max_message_bytes: int = ...) -> tuple[int, int, Any]:
+    """Validate and decode one complete frame. Returns (kind, ref, value)."""
+
+class _Node:
+    """A C node. Thread-safe: methods may be called from several threads."""
+
+    @property
+    def role(self) -> int: ...
+    @property
+    def node_id(self) -> int: ...
+    def __init__(
+        self,
+        role: int,
+        reliable: bool = False,
+        retry_attempts: int = 3,
+        queue_max_msgs: int = 1024,
+        queue_max_bytes: int = ...,
+        sendq_max_bytes: int = ...,
+        max_message_bytes: int = ...,
+        handshake_timeout_ms: int = 5000,
+    ) -> None: ...
+    def listen(self, host: str, port: int) -> int: ...
+    def connect(self, host: str, port: int, timeout: float) -> tuple[int, bool] | int: ...
+    def start(self) -> None: ...
+    def send(self, peer_id: int, kind: int, ref: int, obj: dict[str, Any], timeout: float | None) -> None: ...
+    def publish(self, version: int, obj: dict[str, Any]) -> None: ...
+    def recv(self, q: int, max_count: int, timeout: float | None) -> list[tuple[int, int, int, Any]]: ...
+    def wait_reply(self, request_id: int, timeout: float | None) -> Any: ...
+    def take_params(self, newer_than: int, timeout: float | None) -> tuple[int, Any]: ...
+    def peers(self) -> list[int]: ...
+    def events(self) -> list[tuple[int, int, int, str]]: ...
+    def lost_reason(self) -> str: ...
+    def abandon(self) -> None: ...
+    def close(self, timeout: float) -> None: ...
+    def _raise(self, rc: int, what: str, timeout: float | None) -> None: ...
