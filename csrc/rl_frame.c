@@ -82,7 +82,77 @@ void rl_header_encode(const rl_header *h, uint8_t out[RL_HEADER_SIZE]) {
     put64(out + 16, h->seq);
     put64(out + 24, h->ack);
     put64(out + 32, h->ref);
-    put64(out + 40, 0);
+    put32(out + 40, h->crc);
+    put32(out + 44, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* CRC32C                                                                     */
+/* ------------------------------------------------------------------------ */
+static uint32_t crc_table[8][256];
+static int crc_ready;
+
+static void crc_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
+        crc_table[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; i++)
+        for (int t = 1; t < 8; t++)
+            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xFF];
+    __atomic_store_n(&crc_ready, 1, __ATOMIC_RELEASE);
+}
+
+static uint32_t crc_sw(uint32_t c, const uint8_t *p, size_t n) {
+    if (!__atomic_load_n(&crc_ready, __ATOMIC_ACQUIRE)) crc_init();  /* idempotent */
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        v ^= c;
+        c = crc_table[7][v & 0xFF] ^ crc_table[6][(v >> 8) & 0xFF] ^
+            crc_table[5][(v >> 16) & 0xFF] ^ crc_table[4][(v >> 24) & 0xFF] ^
+            crc_table[3][(v >> 32) & 0xFF] ^ crc_table[2][(v >> 40) & 0xFF] ^
+            crc_table[1][(v >> 48) & 0xFF] ^ crc_table[0][v >> 56];
+        p += 8;
+        n -= 8;
+    }
+    while (n--) c = (c >> 8) ^ crc_table[0][(c ^ *p++) & 0xFF];
+    return c;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const uint8_t *p, size_t n) {
+    uint64_t c64 = c;
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c64 = __builtin_ia32_crc32di(c64, v);
+        p += 8;
+        n -= 8;
+    }
+    c = (uint32_t)c64;
+    while (n--) c = __builtin_ia32_crc32qi(c, *p++);
+    return c;
+}
+static int have_sse42(void) {
+    static int v = -1;
+    int x = __atomic_load_n(&v, __ATOMIC_RELAXED);
+    if (x < 0) {
+        __builtin_cpu_init();
+        x = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+        __atomic_store_n(&v, x, __ATOMIC_RELAXED);
+    }
+    return x;
+}
+#endif
+
+uint32_t rl_crc32c(uint32_t crc, const void *p, size_t n) {
+    uint32_t c = ~crc;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (have_sse42()) return ~crc_hw(c, (const uint8_t *)p, n);
+#endif
+    return ~crc_sw(c, (const uint8_t *)p, n);
 }
 
 size_t rl_frame_data_offset(const rl_header *h) {
@@ -108,9 +178,11 @@ int rl_header_decode(const uint8_t in[RL_HEADER_SIZE], uint64_t max_message_byte
     h->seq = get64(in + 16);
     h->ack = get64(in + 24);
     h->ref = get64(in + 32);
+    h->crc = get32(in + 40);
     if (h->kind == 0 || h->kind > RL_KIND_MAX) return RL_EPROTO;
-    if (h->flags & ~RL_FLAG_REDELIVERED) return RL_EPROTO;
-    if (get16(in + 2) != 0 || get64(in + 40) != 0) return RL_EPROTO;
+    if (h->flags & ~(RL_FLAG_REDELIVERED | RL_FLAG_CHECKSUM)) return RL_EPROTO;
+    if (get16(in + 2) != 0 || get32(in + 44) != 0) return RL_EPROTO;
+    if (!(h->flags & RL_FLAG_CHECKSUM) && h->crc != 0) return RL_EPROTO;
     /* meta_len < 2^32, so header + meta + pad < 2^32 + 112; bounding data_len
      * below keeps the sum in rl_frame_size from wrapping even when the
      * caller's limit is close to UINT64_MAX. */

@@ -85,7 +85,10 @@ enum {
     RL_KIND_MAX = 8
 };
 
-enum { RL_FLAG_REDELIVERED = 1u << 0 };
+enum {
+    RL_FLAG_REDELIVERED = 1u << 0,  /* reliable mode: may have been delivered before */
+    RL_FLAG_CHECKSUM = 1u << 1      /* crc holds the frame's CRC32C */
+};
 
 typedef struct rl_header {
     uint8_t kind;
@@ -95,6 +98,7 @@ typedef struct rl_header {
     uint64_t seq;   /* reliable mode: per-session sequence number (0 = unsequenced) */
     uint64_t ack;   /* reliable mode: cumulative ack (0 = none) */
     uint64_t ref;   /* request id (REQUEST/REPLY) or version (PARAMS) */
+    uint32_t crc;   /* CRC32C of the frame when RL_FLAG_CHECKSUM is set, else 0 */
 } rl_header;
 
 void rl_header_encode(const rl_header *h, uint8_t out[RL_HEADER_SIZE]);
@@ -102,6 +106,13 @@ void rl_header_encode(const rl_header *h, uint8_t out[RL_HEADER_SIZE]);
  * max_message_bytes, no overflow). Returns RL_OK, RL_EPROTO or RL_ELIMIT. */
 int rl_header_decode(const uint8_t in[RL_HEADER_SIZE], uint64_t max_message_bytes,
                      rl_header *h);
+/* CRC32C (Castagnoli), continuing from crc (start with 0). Uses the SSE4.2
+ * instruction where the CPU has it. Thread-safe. */
+uint32_t rl_crc32c(uint32_t crc, const void *p, size_t n);
+/* Offset of the crc field in the header; the frame checksum covers header
+ * bytes [0, RL_HEADER_CRC_OFFSET) and then every body byte. */
+#define RL_HEADER_CRC_OFFSET 40u
+
 /* Padding between meta and data (0 when data_len == 0). */
 size_t rl_frame_pad(const rl_header *h);
 /* Offset of the data section from the start of the frame. */

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -73,7 +74,37 @@ typedef struct rl_conn {
     int closed;
     int direct_writer;         /* a sender is writing to fd without send_mu */
     long long last_write_ns;
+    long long last_tx_ms;      /* last successful write (heartbeats) */
+    /* message boundaries in the ring, to count what a broken link drops */
+    uint64_t bytes_in, bytes_out;
+    uint64_t *ends;
+    size_t ends_cap, ends_head, ends_n;
+    /* liveness, I/O thread only */
+    long long last_rx_ms;
+    /* reliable mode */
+    int reliable;              /* frames carry checksums; learner: sequenced */
+    struct rl_session *sess;   /* learner: the actor's session (under node->mu) */
 } rl_conn;
+
+/* Learner, reliable mode: what one actor session has been delivered. Kept
+ * across reconnections; fields under node->mu (delivered: I/O thread). */
+typedef struct rl_session {
+    uint64_t id;               /* the actor's node id */
+    uint64_t delivered;        /* highest seq queued for the application */
+    uint64_t consumed;         /* highest seq the application has taken */
+    uint64_t ack_sent;         /* highest ack sent */
+    int attached;              /* has an open connection */
+    size_t queued;             /* its messages still in the receive queue */
+    long long detached_ms;
+} rl_session;
+
+#define MAX_SESSIONS 4096
+
+typedef struct retained_frame {
+    uint64_t seq;
+    rl_buf *buf;               /* the whole frame, header included */
+    int queued;                /* was put on a connection (may have been delivered) */
+} retained_frame;
 
 typedef struct msgq {
     rl_msg *head, *tail;
@@ -120,7 +151,30 @@ struct rl_node {
     long long flush_deadline;
     int conn_lost;             /* actor: its only connection is gone */
     char lost_reason[160];
+    uint64_t conn_gen;         /* actor: bumped on every loss */
+
+    /* actor, reliable mode (under mu unless noted) */
+    pthread_mutex_t rel_mu;    /* orders sequence numbers with the ring */
+    int reliable;              /* the session is reliable */
+    int failed;                /* the application's policy gave up reconnecting */
+    uint64_t learner_id;       /* incarnation of the learner last connected */
+    uint64_t next_seq;
+    uint64_t acked;
+    retained_frame *ret;
+    size_t ret_cap, ret_head, ret_n;
+    uint64_t ret_bytes;
+
+    /* learner, reliable mode (under mu) */
+    rl_session **sessions;
+    int nsessions, capsessions;
+    int ack_dirty;
+
+    /* counters (atomic) */
+    uint64_t st_sent, st_received, st_dropped, st_redelivered, st_duplicates,
+        st_reconnects, st_rejected;
 };
+
+#define STAT_ADD(n, field, v) __atomic_add_fetch(&(n)->field, (uint64_t)(v), __ATOMIC_RELAXED)
 
 /* ======================================================================== */
 /* small helpers                                                            */
@@ -268,6 +322,7 @@ static rl_msg *msg_new(const rl_header *h, uint64_t peer_id) {
     m->hdr = *h;
     m->peer_id = peer_id;
     m->size = size;
+    m->session = NULL;
     return m;
 }
 
@@ -279,6 +334,9 @@ void rl_config_default(rl_config *c, int role) {
     c->queue_max_bytes = (size_t)256 << 20;
     c->sendq_max_bytes = (size_t)64 << 20;
     c->handshake_timeout_ms = 5000;
+    c->heartbeat_ms = 1000;
+    c->peer_timeout_ms = 5000;
+    c->retain_max_bytes = (size_t)256 << 20;
     rl_limits_default(&c->limits);
 }
 
@@ -360,10 +418,50 @@ static void conn_unref(rl_conn *c) {
     rl_ring_free(&c->ring);
     rl_buf_unref(c->pending_params);
     rl_msg_free(c->big);
+    free(c->ends);
     free(c->rx);
     pthread_mutex_destroy(&c->send_mu);
     pthread_cond_destroy(&c->send_cv);
     free(c);
+}
+
+/* ---- the send ring with message boundaries (send_mu held) ---------------
+ * Every byte goes through these so that bytes_in/bytes_out stay exact; a
+ * message's end offset is recorded when its last byte enters the ring. */
+static int ring_put_copy(rl_conn *c, const void *p, size_t n) {
+    int rc = rl_ring_push_copy(&c->ring, p, n);
+    if (!rc) c->bytes_in += n;
+    return rc;
+}
+
+static int ring_put_ref(rl_conn *c, rl_buf *b, const uint8_t *p, size_t n) {
+    int rc = rl_ring_push_ref(&c->ring, b, p, n);
+    if (!rc) c->bytes_in += n;
+    return rc;
+}
+
+static void ring_mark_message(rl_conn *c) {
+    if (c->ends_n == c->ends_cap) {
+        size_t cap = c->ends_cap ? c->ends_cap * 2 : 64;
+        uint64_t *v = malloc(cap * sizeof *v);
+        if (!v) return;   /* only the drop count becomes approximate */
+        for (size_t i = 0; i < c->ends_n; i++) v[i] = c->ends[(c->ends_head + i) % c->ends_cap];
+        free(c->ends);
+        c->ends = v;
+        c->ends_cap = cap;
+        c->ends_head = 0;
+    }
+    c->ends[(c->ends_head + c->ends_n) % c->ends_cap] = c->bytes_in;
+    c->ends_n++;
+}
+
+static void ring_take(rl_conn *c, size_t n) {
+    rl_ring_consume(&c->ring, n);
+    c->bytes_out += n;
+    while (c->ends_n && c->ends[c->ends_head] <= c->bytes_out) {
+        c->ends_head = (c->ends_head + 1) % c->ends_cap;
+        c->ends_n--;
+    }
 }
 
 /* under node->mu */
@@ -412,6 +510,8 @@ static void conn_shut(rl_node *n, rl_conn *c) {
     }
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
+    if (!c->reliable || n->cfg.role == RL_ROLE_LEARNER) STAT_ADD(n, st_dropped, c->ends_n);
+    c->ends_n = 0;
     rl_ring_clear(&c->ring);
     rl_buf_unref(c->pending_params);
     c->pending_params = NULL;
@@ -427,10 +527,17 @@ static void conn_drop(rl_node *n, rl_conn *c, int ev_type, int code, const char 
     pthread_mutex_lock(&n->mu);
     c->state = CONN_CLOSED;
     table_remove(n, c);
+    if (c->sess) {
+        c->sess->attached = 0;
+        c->sess->detached_ms = rl_now_ms();
+        c->sess = NULL;
+    }
+    if (ev_type == RL_EV_REJECTED) STAT_ADD(n, st_rejected, 1);
     if (was_open || ev_type == RL_EV_REJECTED)
         push_event(n, ev_type, c->peer_id, code, reason);
     if (n->cfg.role == RL_ROLE_ACTOR && was_open) {
         n->conn_lost = 1;
+        n->conn_gen++;
         snprintf(n->lost_reason, sizeof n->lost_reason, "%s", reason);
     }
     pthread_cond_broadcast(&n->cv);
@@ -449,7 +556,8 @@ static int ring_flush_locked(rl_conn *c) {
     for (;;) {
         if (c->pending_params && c->ring.bytes < PARAMS_PROMOTE_BELOW) {
             rl_buf *b = c->pending_params;
-            if (rl_ring_push_ref(&c->ring, b, b->data, b->len) == 0) {
+            if (ring_put_ref(c, b, b->data, b->len) == 0) {
+                ring_mark_message(c);
                 c->pending_params = NULL;
                 rl_buf_unref(b);
             }
@@ -459,12 +567,120 @@ static int ring_flush_locked(rl_conn *c) {
         ssize_t w = rl_sock_writev(c->fd, bases, lens, k);
         if (w == RL_EAGAIN) break;
         if (w < 0) return RL_ECONNLOST;
-        rl_ring_consume(&c->ring, (size_t)w);
+        ring_take(c, (size_t)w);
         c->last_write_ns = now_ns();
+        c->last_tx_ms = rl_now_ms();
     }
     c->want_out = c->ring.bytes > 0 || c->pending_params != NULL;
     pthread_cond_broadcast(&c->send_cv);
     return 0;
+}
+
+/* Seal a header for the wire: with a CRC32C over header and body when the
+ * link is reliable. */
+static void seal_header(rl_header *h, uint8_t out[RL_HEADER_SIZE], int checksum,
+                        const rl_iov *iov, int iovcnt) {
+    h->crc = 0;
+    h->flags &= (uint8_t)~RL_FLAG_CHECKSUM;
+    if (checksum) h->flags |= RL_FLAG_CHECKSUM;
+    rl_header_encode(h, out);
+    if (!checksum) return;
+    uint32_t crc = rl_crc32c(0, out, RL_HEADER_CRC_OFFSET);
+    for (int i = 0; i < iovcnt; i++) crc = rl_crc32c(crc, iov[i].base, iov[i].len);
+    h->crc = crc;
+    rl_header_encode(h, out);
+}
+
+/* Recompute the CRC of a whole frame held in one buffer. */
+static void reseal_frame(uint8_t *frame, size_t size) {
+    uint32_t crc = rl_crc32c(0, frame, RL_HEADER_CRC_OFFSET);
+    crc = rl_crc32c(crc, frame + RL_HEADER_SIZE, size - RL_HEADER_SIZE);
+    memcpy(frame + RL_HEADER_CRC_OFFSET, &crc, 4);
+}
+
+/* Actor, reliable session: a trajectory gets the next sequence number and a
+ * retained copy, then goes to the connection if there is one. While
+ * disconnected it waits in the retained window for the next connection. */
+static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
+                         uint64_t total, long long deadline) {
+    int rc = RL_OK;
+    /* Back-pressure on the un-acked window (not under rel_mu: the reconnect
+     * that would free it needs rel_mu). */
+    pthread_mutex_lock(&n->mu);
+    while (!n->closing && !n->failed && n->ret_n > 0 &&
+           n->ret_bytes + total > n->cfg.retain_max_bytes) {
+        if (timed_wait(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
+    }
+    if (!rc && n->closing) rc = RL_ECLOSED;
+    if (!rc && n->failed) rc = RL_ECONNLOST;
+    pthread_mutex_unlock(&n->mu);
+    if (rc) return rc;
+
+    rl_buf *b = rl_buf_new((size_t)total);
+    if (!b) return RL_ENOMEM;
+    pthread_mutex_lock(&n->rel_mu);
+    pthread_mutex_lock(&n->mu);
+    h.seq = ++n->next_seq;
+    pthread_mutex_unlock(&n->mu);
+    size_t off = RL_HEADER_SIZE;
+    for (int i = 0; i < iovcnt; i++) {
+        if (iov[i].len) memcpy(b->data + off, iov[i].base, iov[i].len);
+        off += iov[i].len;
+    }
+    b->len = off;
+    h.flags |= RL_FLAG_CHECKSUM;
+    h.crc = 0;
+    rl_header_encode(&h, b->data);
+    reseal_frame(b->data, b->len);
+
+    pthread_mutex_lock(&n->mu);
+    if (n->ret_n == n->ret_cap) {
+        size_t cap = n->ret_cap ? n->ret_cap * 2 : 256;
+        retained_frame *v = malloc(cap * sizeof *v);
+        if (!v) {
+            pthread_mutex_unlock(&n->mu);
+            pthread_mutex_unlock(&n->rel_mu);
+            rl_buf_unref(b);
+            return RL_ENOMEM;
+        }
+        for (size_t i = 0; i < n->ret_n; i++) v[i] = n->ret[(n->ret_head + i) % n->ret_cap];
+        free(n->ret);
+        n->ret = v;
+        n->ret_cap = cap;
+        n->ret_head = 0;
+    }
+    retained_frame *rf = &n->ret[(n->ret_head + n->ret_n) % n->ret_cap];
+    *rf = (retained_frame){h.seq, b, 0};
+    n->ret_n++;
+    n->ret_bytes += b->len;
+    rl_conn *c = table_find(n, 0, 1);
+    if (c) { conn_ref(c); rf->queued = 1; }
+    pthread_mutex_unlock(&n->mu);
+    STAT_ADD(n, st_sent, 1);
+
+    if (c) {
+        pthread_mutex_lock(&c->send_mu);
+        if (!c->closed) {
+            int had_out = c->want_out;
+            if (ring_put_ref(c, b, b->data, b->len) == 0) {
+                ring_mark_message(c);
+                /* write now from this thread unless a batch is building up */
+                long long t = now_ns();
+                if (!(total <= BATCH_MAX_FRAME && t - c->last_write_ns < BATCH_GAP_NS) ||
+                    c->ring.bytes >= BATCH_FLUSH_AT) {
+                    if (ring_flush_locked(c)) c->want_out = 1;  /* the I/O thread sees the error */
+                }
+                if (c->ring.bytes > 0) {
+                    c->want_out = 1;
+                    if (!had_out) rl_waker_wake(&n->waker);
+                }
+            }
+        }
+        pthread_mutex_unlock(&c->send_mu);
+        conn_unref(c);
+    }
+    pthread_mutex_unlock(&n->rel_mu);
+    return RL_OK;
 }
 
 int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
@@ -478,11 +694,15 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
     if (total > n->cfg.limits.max_message_bytes) return RL_ETOOBIG;
     h.seq = 0;
     h.ack = 0;
-    rl_header_encode(&h, hdr);
+    h.flags = 0;
 
     long long deadline = to_deadline(timeout_ms);
     pthread_mutex_lock(&n->mu);
     if (n->closing) { pthread_mutex_unlock(&n->mu); return RL_ECLOSED; }
+    if (n->cfg.role == RL_ROLE_ACTOR && n->reliable && h.kind == RL_KIND_TRAJ) {
+        pthread_mutex_unlock(&n->mu);
+        return send_reliable(n, h, iov, iovcnt, total, deadline);
+    }
     rl_conn *c = table_find(n, peer_id, n->cfg.role == RL_ROLE_ACTOR);
     if (!c) {
         int rc = n->cfg.role == RL_ROLE_ACTOR ? RL_ECONNLOST : RL_ENOCONN;
@@ -491,6 +711,8 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
     }
     conn_ref(c);
     pthread_mutex_unlock(&n->mu);
+    seal_header(&h, hdr, c->reliable, iov, iovcnt);
+    STAT_ADD(n, st_sent, 1);
 
     int rc = RL_OK;
     pthread_mutex_lock(&c->send_mu);
@@ -521,6 +743,7 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
         /* Direct write from the caller's memory: no copy, no hand-off. */
         int fd = c->fd, unlocked = 0, done = 0;
         c->last_write_ns = t;
+        c->last_tx_ms = rl_now_ms();
         for (;;) {
             while (k < MAX_IOV && next < iovcnt) {
                 if (iov[next].len) { bases[k] = (void *)iov[next].base; lens[k] = iov[next].len; k++; }
@@ -563,11 +786,12 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
     }
     /* Copy what the socket did not take into the ring. */
     for (int j = 0; j < k; j++) {
-        if (rl_ring_push_copy(&c->ring, bases[j], lens[j])) { rc = RL_ENOMEM; break; }
+        if (ring_put_copy(c, bases[j], lens[j])) { rc = RL_ENOMEM; break; }
     }
     for (; rc == RL_OK && next < iovcnt; next++) {
-        if (rl_ring_push_copy(&c->ring, iov[next].base, iov[next].len)) rc = RL_ENOMEM;
+        if (ring_put_copy(c, iov[next].base, iov[next].len)) rc = RL_ENOMEM;
     }
+    if (rc == RL_OK) ring_mark_message(c);
     if (rc == RL_OK && c->ring.bytes >= BATCH_FLUSH_AT) {
         if (ring_flush_locked(c)) rc = RL_ECONNLOST;
     }
@@ -599,6 +823,10 @@ int rl_node_publish(rl_node *n, const rl_header *hin, const rl_iov *iov, int iov
         off += iov[i].len;
     }
     b->len = off;
+    /* Parameters always carry a checksum: one pass, once per publish. */
+    b->data[1] |= RL_FLAG_CHECKSUM;
+    reseal_frame(b->data, b->len);
+    STAT_ADD(n, st_sent, 1);
 
     pthread_mutex_lock(&n->mu);
     if (n->closing) { pthread_mutex_unlock(&n->mu); rl_buf_unref(b); return RL_ECLOSED; }
@@ -625,17 +853,74 @@ int rl_node_publish(rl_node *n, const rl_header *hin, const rl_iov *iov, int iov
 
 /* A complete frame arrived on c: validate and route it. Returns 0, or an
  * RL_E* after which the connection must be dropped (*why set). */
-static int deliver(rl_node *n, rl_msg *m, const char **why) {
+/* Actor: the learner's application has taken everything up to ack. */
+static void take_ack(rl_node *n, uint64_t ack) {
+    pthread_mutex_lock(&n->mu);
+    if (ack > n->acked) {
+        n->acked = ack;
+        while (n->ret_n && n->ret[n->ret_head].seq <= ack) {
+            retained_frame *r = &n->ret[n->ret_head];
+            n->ret_bytes -= r->buf->len;
+            rl_buf_unref(r->buf);
+            n->ret_head = (n->ret_head + 1) % n->ret_cap;
+            n->ret_n--;
+        }
+        pthread_cond_broadcast(&n->cv);
+    }
+    pthread_mutex_unlock(&n->mu);
+}
+
+static int deliver(rl_node *n, rl_conn *c, rl_msg *m, const char **why) {
     unsigned root = 0;
     int rc;
     int kind = m->hdr.kind;
+    /* Integrity first: a corrupted frame must not be interpreted at all. */
+    if (m->hdr.flags & RL_FLAG_CHECKSUM) {
+        uint32_t crc = rl_crc32c(0, m->frame, RL_HEADER_CRC_OFFSET);
+        crc = rl_crc32c(crc, m->frame + RL_HEADER_SIZE, (size_t)(m->size - RL_HEADER_SIZE));
+        if (crc != m->hdr.crc) {
+            rl_msg_free(m);
+            *why = "checksum mismatch: a frame was corrupted in transit";
+            return RL_EPROTO;
+        }
+    } else if (c->reliable) {
+        rl_msg_free(m);
+        *why = "frame without a checksum on a reliable connection";
+        return RL_EPROTO;
+    }
     if (kind == RL_KIND_BYE) {
         rl_msg_free(m);
         *why = n->cfg.role == RL_ROLE_ACTOR ? "the learner closed the connection"
                                              : "the actor closed the connection";
         return RL_ECONNLOST;
     }
-    if (kind == RL_KIND_HEARTBEAT || kind == RL_KIND_ACK) { rl_msg_free(m); return 0; }
+    if (kind == RL_KIND_HEARTBEAT) { rl_msg_free(m); return 0; }
+    if (kind == RL_KIND_ACK) {
+        uint64_t ack = m->hdr.ack;
+        rl_msg_free(m);
+        if (n->cfg.role != RL_ROLE_ACTOR || !c->reliable) {
+            *why = "unexpected acknowledgement";
+            return RL_EPROTO;
+        }
+        take_ack(n, ack);
+        return 0;
+    }
+    rl_session *sess = NULL;
+    if (n->cfg.role == RL_ROLE_LEARNER && kind == RL_KIND_TRAJ && c->sess) {
+        sess = c->sess;
+        uint64_t seq = m->hdr.seq;
+        if (seq == 0) { rl_msg_free(m); *why = "unsequenced trajectory on a reliable connection"; return RL_EPROTO; }
+        if (seq <= sess->delivered) {   /* resent across a reconnection: already delivered */
+            rl_msg_free(m);
+            STAT_ADD(n, st_duplicates, 1);
+            return 0;
+        }
+        if (seq != sess->delivered + 1) { rl_msg_free(m); *why = "sequence gap in a reliable session"; return RL_EPROTO; }
+    } else if (m->hdr.seq != 0) {
+        rl_msg_free(m);
+        *why = "unexpected sequence number";
+        return RL_EPROTO;
+    }
     rc = rl_meta_validate(rl_msg_meta(m), m->hdr.meta_len, m->hdr.data_len, &n->cfg.limits,
                           &root, why);
     if (rc) { rl_msg_free(m); return rc; }
@@ -655,6 +940,13 @@ static int deliver(rl_node *n, rl_msg *m, const char **why) {
         *why = "unexpected frame kind for this direction";
         return RL_EPROTO;
     }
+    if (sess) {
+        sess->delivered = m->hdr.seq;
+        m->session = sess;
+        __atomic_add_fetch(&sess->queued, 1, __ATOMIC_RELAXED);
+        if (m->hdr.flags & RL_FLAG_REDELIVERED) STAT_ADD(n, st_redelivered, 1);
+    }
+    STAT_ADD(n, st_received, 1);
     if (qi == RL_Q_TRAJ || qi == RL_Q_REQUEST || qi == RL_Q_PUSH) {
         /* Batched: flush_pending hands a whole read's worth over under one lock. */
         msgq *p = &n->pend[qi];
@@ -714,6 +1006,39 @@ static void flush_pending(rl_node *n) {
     pthread_mutex_unlock(&n->mu);
 }
 
+/* Learner: find or create an actor's session (under node->mu). A new one
+ * starts from what the actor says was already taken (after a learner restart
+ * that is all this learner can know). Returns NULL when the table is full of
+ * sessions that still have queued messages. */
+static rl_session *session_get(rl_node *n, uint64_t id, uint64_t resume) {
+    for (int i = 0; i < n->nsessions; i++)
+        if (n->sessions[i]->id == id) return n->sessions[i];
+    if (n->nsessions >= MAX_SESSIONS) {
+        int victim = -1;
+        for (int i = 0; i < n->nsessions; i++) {
+            rl_session *s = n->sessions[i];
+            if (s->attached || __atomic_load_n(&s->queued, __ATOMIC_RELAXED)) continue;
+            if (victim < 0 || s->detached_ms < n->sessions[victim]->detached_ms) victim = i;
+        }
+        if (victim < 0) return NULL;
+        free(n->sessions[victim]);
+        n->sessions[victim] = n->sessions[--n->nsessions];
+    }
+    if (n->nsessions == n->capsessions) {
+        int cap = n->capsessions ? n->capsessions * 2 : 16;
+        rl_session **v = realloc(n->sessions, (size_t)cap * sizeof *v);
+        if (!v) return NULL;
+        n->sessions = v;
+        n->capsessions = cap;
+    }
+    rl_session *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->id = id;
+    s->delivered = s->consumed = s->ack_sent = resume;
+    n->sessions[n->nsessions++] = s;
+    return s;
+}
+
 /* Learner: the actor's hello is complete. */
 static int finish_handshake(rl_node *n, rl_conn *c, const char **why, char *buf, size_t bufsz) {
     rl_hello peer, mine;
@@ -739,18 +1064,45 @@ static int finish_handshake(rl_node *n, rl_conn *c, const char **why, char *buf,
     if (rc) { *why = "bad handshake (not an rlink peer?)"; return rc; }
     if (peer.role != RL_ROLE_ACTOR) { *why = "peer is not an actor"; return RL_EPROTO; }
 
-    pthread_mutex_lock(&n->mu);
     /* The same actor reconnecting replaces its old (possibly half-open) link. */
+    pthread_mutex_lock(&n->mu);
     rl_conn *old = table_find(n, peer.node_id, 0);
+    if (old) conn_ref(old);
+    pthread_mutex_unlock(&n->mu);
+    if (old) {
+        if (old != c) conn_drop(n, old, RL_EV_LEFT, RL_ECONNLOST, "replaced by a new connection from the same actor");
+        conn_unref(old);
+    }
+
+    int reliable = n->cfg.reliable || (peer.flags & RL_HELLO_RELIABLE);
+    pthread_mutex_lock(&n->mu);
+    if (reliable) {
+        rl_session *sess = session_get(n, peer.node_id, peer.resume_seq);
+        if (!sess) {
+            pthread_mutex_unlock(&n->mu);
+            *why = "too many reliable sessions with messages still queued";
+            return RL_ELIMIT;
+        }
+        sess->attached = 1;
+        if (sess->consumed) {   /* the last ack may have died with the old link */
+            sess->ack_sent = 0;
+            n->ack_dirty = 1;
+        }
+        c->sess = sess;
+        c->reliable = 1;
+        mine.flags |= RL_HELLO_RELIABLE;
+        mine.resume_seq = sess->delivered;   /* resend only what follows */
+        rl_hello_encode(&mine, out);
+    }
     c->peer_id = peer.node_id;
     c->state = CONN_OPEN;
+    c->last_rx_ms = rl_now_ms();
     push_event(n, RL_EV_JOINED, c->peer_id, 0, "");
     rl_buf *params = n->params ? rl_buf_ref(n->params) : NULL;
     pthread_mutex_unlock(&n->mu);
-    if (old && old != c) conn_drop(n, old, RL_EV_LEFT, RL_ECONNLOST, "replaced by a new connection from the same actor");
 
     pthread_mutex_lock(&c->send_mu);
-    rl_ring_push_copy(&c->ring, out, sizeof out);
+    ring_put_copy(c, out, sizeof out);
     c->pending_params = params;
     rc = ring_flush_locked(c);
     pthread_mutex_unlock(&c->send_mu);
@@ -762,6 +1114,7 @@ static int finish_handshake(rl_node *n, rl_conn *c, const char **why, char *buf,
  * RL_E* after which the connection must be dropped (*why set). */
 static int conn_read(rl_node *n, rl_conn *c, const char **why, char *buf, size_t bufsz) {
     size_t budget = READ_BUDGET;
+    c->last_rx_ms = rl_now_ms();   /* POLLIN: bytes (or the end) arrived */
     while (budget > 0) {
         if (c->state == CONN_HANDSHAKE) {
             ssize_t r = rl_sock_read(c->fd, c->hs + c->hs_have, RL_HELLO_SIZE - c->hs_have);
@@ -784,7 +1137,7 @@ static int conn_read(rl_node *n, rl_conn *c, const char **why, char *buf, size_t
             if (c->big_have == c->big->size) {
                 rl_msg *m = c->big;
                 c->big = NULL;
-                int rc = deliver(n, m, why);
+                int rc = deliver(n, c, m, why);
                 if (rc) return rc;
             }
             continue;
@@ -813,7 +1166,7 @@ static int conn_read(rl_node *n, rl_conn *c, const char **why, char *buf, size_t
                 if (!m) { *why = "out of memory"; return RL_ENOMEM; }
                 memcpy(m->frame, c->rx + off, (size_t)size);
                 off += (size_t)size;
-                rc = deliver(n, m, why);
+                rc = deliver(n, c, m, why);
                 if (rc) return rc;
             } else if (size > RX_SMALL_MAX) {
                 rl_msg *m = msg_new(&h, c->peer_id);
@@ -839,6 +1192,20 @@ static int conn_read(rl_node *n, rl_conn *c, const char **why, char *buf, size_t
 /* ======================================================================== */
 /* the I/O thread                                                           */
 /* ======================================================================== */
+/* Put a header-only control frame (ACK, HEARTBEAT) on c's ring and mark the
+ * connection for writing (send_mu held). */
+static void queue_control(rl_node *n, rl_conn *c, unsigned kind, uint64_t ack) {
+    (void)n;
+    rl_header h;
+    uint8_t out[RL_HEADER_SIZE];
+    memset(&h, 0, sizeof h);
+    h.kind = (uint8_t)kind;
+    h.ack = ack;
+    seal_header(&h, out, c->reliable, NULL, 0);
+    if (ring_put_copy(c, out, sizeof out) == 0) c->want_out = 1;
+    c->last_tx_ms = rl_now_ms();
+}
+
 static void accept_all(rl_node *n) {
     for (;;) {
         int fd = rl_sock_accept(n->lfd);
@@ -860,11 +1227,9 @@ static void accept_all(rl_node *n) {
  * input makes the kernel send RST, and an RST can destroy data the peer has
  * not read yet. Bounded by max(100 ms, what is left of the flush timeout). */
 static void shutdown_all(rl_node *n) {
-    uint8_t bye[RL_HEADER_SIZE];
     rl_header h;
     memset(&h, 0, sizeof h);
     h.kind = RL_KIND_BYE;
-    rl_header_encode(&h, bye);
 
     pthread_mutex_lock(&n->mu);
     int nc = n->nconns;
@@ -881,8 +1246,11 @@ static void shutdown_all(rl_node *n) {
         pthread_mutex_lock(&c->send_mu);
         if (!c->closed && c->fd >= 0) {
             if (c->ring.bytes == 0 && !c->direct_writer) {
-                void *b = bye;
-                size_t l = sizeof bye;
+                uint8_t sealed[RL_HEADER_SIZE];
+                rl_header hb = h;
+                seal_header(&hb, sealed, c->reliable, NULL, 0);
+                void *b = sealed;
+                size_t l = sizeof sealed;
                 rl_sock_writev(c->fd, &b, &l, 1);
             }
             shutdown(c->fd, SHUT_WR);
@@ -920,7 +1288,8 @@ static void *io_main(void *arg) {
     rl_poll_event evs[128];
     char why_buf[160];
     rl_conn **snap = NULL;
-    int snap_cap = 0;
+    uint64_t *acks = NULL;
+    int snap_cap = 0, ack_cap = 0;
     for (;;) {
         long long now = rl_now_ms();
         int closing = __atomic_load_n(&n->closing, __ATOMIC_ACQUIRE);
@@ -932,10 +1301,27 @@ static void *io_main(void *arg) {
             rl_conn **t = realloc(snap, (size_t)cap * sizeof *t);
             if (t) { snap = t; snap_cap = cap; }
         }
+        if (n->nconns > ack_cap) {
+            int cap = n->nconns * 2;
+            uint64_t *t = realloc(acks, (size_t)cap * sizeof *t);
+            if (t) { acks = t; ack_cap = cap; }
+        }
         int ns = 0;
         long long next_deadline = -1;
         int pending_out = 0;
-        for (int i = 0; i < n->nconns && i < snap_cap; i++) snap[ns++] = conn_ref(n->conns[i]);
+        int ack_dirty = n->ack_dirty;
+        n->ack_dirty = 0;
+        for (int i = 0; i < n->nconns && i < snap_cap && i < ack_cap; i++) {
+            rl_conn *c = n->conns[i];
+            snap[ns] = conn_ref(c);
+            acks[ns] = 0;
+            /* acknowledge what the application took since the last ack */
+            if (ack_dirty && c->sess && c->sess->consumed > c->sess->ack_sent) {
+                acks[ns] = c->sess->consumed;
+                c->sess->ack_sent = c->sess->consumed;
+            }
+            ns++;
+        }
         pthread_mutex_unlock(&n->mu);
 
         /* Update interest, reap handshakes that took too long, flush. */
@@ -950,7 +1336,30 @@ static void *io_main(void *arg) {
             if (c->state == CONN_HANDSHAKE &&
                 (next_deadline < 0 || c->deadline_ms < next_deadline))
                 next_deadline = c->deadline_ms;
+            /* Liveness: a peer silent for peer_timeout is gone (blackholed,
+             * crashed without a FIN). Not while we ourselves stop reading,
+             * and not while unread bytes wait in the socket. */
+            if (c->state == CONN_OPEN && n->cfg.peer_timeout_ms > 0 && room && !closing &&
+                now - c->last_rx_ms >= n->cfg.peer_timeout_ms) {
+                int unread = 0;
+                if (ioctl(c->fd, FIONREAD, &unread) != 0 || unread == 0) {
+                    snprintf(why_buf, sizeof why_buf,
+                             "nothing received from the peer for %d ms (peer_timeout)",
+                             n->cfg.peer_timeout_ms);
+                    conn_drop(n, c, RL_EV_LEFT, RL_ETIMEDOUT, why_buf);
+                    conn_unref(c);
+                    snap[i] = NULL;
+                    continue;
+                }
+                c->last_rx_ms = now;
+            }
             pthread_mutex_lock(&c->send_mu);
+            if (c->state == CONN_OPEN && !c->closed) {
+                if (acks[i]) queue_control(n, c, RL_KIND_ACK, acks[i]);
+                else if (!closing && now - c->last_tx_ms >= n->cfg.heartbeat_ms &&
+                         c->ring.bytes == 0 && !c->direct_writer)
+                    queue_control(n, c, RL_KIND_HEARTBEAT, 0);
+            }
             int err = 0;
             if (c->want_out && !c->closed) err = ring_flush_locked(c);
             int wo = c->want_out;
@@ -975,7 +1384,7 @@ static void *io_main(void *arg) {
             if (!pending_out || now >= n->flush_deadline) break;
         }
 
-        int timeout = 1000;
+        int timeout = n->cfg.heartbeat_ms > 0 && n->cfg.heartbeat_ms < 1000 ? n->cfg.heartbeat_ms : 1000;
         if (next_deadline >= 0) {
             long long t = next_deadline - now;
             if (t < timeout) timeout = t < 0 ? 0 : (int)t;
@@ -1017,6 +1426,7 @@ static void *io_main(void *arg) {
         }
     }
     free(snap);
+    free(acks);
     shutdown_all(n);
     return NULL;
 }
@@ -1035,6 +1445,7 @@ int rl_node_create(const rl_config *cfg, rl_node **out) {
     n->waker.rfd = n->waker.wfd = -1;
     pthread_mutex_init(&n->close_mu, NULL);
     pthread_mutex_init(&n->mu, NULL);
+    pthread_mutex_init(&n->rel_mu, NULL);
     cond_init_mono(&n->cv);
     if (rl_waker_open(&n->waker) || !(n->poller = rl_poller_new())) {
         rl_waker_close(&n->waker);
@@ -1091,6 +1502,14 @@ static int read_all(int fd, uint8_t *p, size_t len, long long deadline) {
 
 int rl_node_connect(rl_node *n, const char *host, int port, int timeout_ms, rl_hello *peer) {
     if (n->cfg.role != RL_ROLE_ACTOR) return RL_EINVAL;
+    pthread_mutex_lock(&n->mu);
+    int busy = n->nconns > 0, closing = n->closing;
+    uint64_t acked = n->acked;
+    int want_reliable = n->cfg.reliable || n->reliable;
+    pthread_mutex_unlock(&n->mu);
+    if (closing) return RL_ECLOSED;
+    if (busy) return RL_EINVAL;   /* already connected */
+
     long long deadline = rl_now_ms() + timeout_ms;
     int fd = rl_sock_connect(host, port, timeout_ms);
     if (fd < 0) return fd;
@@ -1098,8 +1517,9 @@ int rl_node_connect(rl_node *n, const char *host, int port, int timeout_ms, rl_h
     memset(&mine, 0, sizeof mine);
     mine.version = RL_PROTOCOL_VERSION;
     mine.role = RL_ROLE_ACTOR;
-    mine.flags = n->cfg.reliable ? RL_HELLO_RELIABLE : 0;
+    mine.flags = want_reliable ? RL_HELLO_RELIABLE : 0;
     mine.node_id = n->id;
+    mine.resume_seq = acked;   /* what a restarted learner may assume was taken */
     mine.max_message = (uint32_t)(n->cfg.limits.max_message_bytes >> 20);
     mine.retry_attempts = n->cfg.retry_attempts;
     uint8_t buf[RL_HELLO_SIZE];
@@ -1115,13 +1535,99 @@ int rl_node_connect(rl_node *n, const char *host, int port, int timeout_ms, rl_h
     rl_conn *c = conn_new(fd, CONN_OPEN);
     if (!c) { close(fd); return RL_ENOMEM; }
     c->peer_id = peer->node_id;
+    c->reliable = (peer->flags & RL_HELLO_RELIABLE) != 0;
+    c->last_rx_ms = c->last_tx_ms = rl_now_ms();
+
+    pthread_mutex_lock(&n->rel_mu);   /* no reliable send interleaves with the resend */
     pthread_mutex_lock(&n->mu);
+    if (n->closing) {
+        pthread_mutex_unlock(&n->mu);
+        pthread_mutex_unlock(&n->rel_mu);
+        conn_shut(n, c);
+        conn_unref(c);
+        return RL_ECLOSED;
+    }
+    int first = n->learner_id == 0;
+    int restarted = !first && peer->node_id != n->learner_id;
+    n->learner_id = peer->node_id;
+    if (c->reliable) n->reliable = 1;
+    if (n->reliable) {
+        c->reliable = 1;
+        /* Resend what the learner has not delivered. A learner that
+         * restarted lost what its application had not acknowledged: those
+         * go again, flagged as possible redeliveries. */
+        for (size_t i = 0; i < n->ret_n; i++) {
+            retained_frame *r = &n->ret[(n->ret_head + i) % n->ret_cap];
+            if (r->seq <= peer->resume_seq) continue;
+            if (restarted && r->queued && !(r->buf->data[1] & RL_FLAG_REDELIVERED)) {
+                r->buf->data[1] |= RL_FLAG_REDELIVERED;
+                reseal_frame(r->buf->data, r->buf->len);
+            }
+            if (ring_put_ref(c, r->buf, r->buf->data, r->buf->len) == 0) ring_mark_message(c);
+            r->queued = 1;
+        }
+        if (c->ring.bytes) c->want_out = 1;
+    }
     rc = table_add(n, c);
-    n->conn_lost = 0;
-    n->lost_reason[0] = 0;
+    if (!rc) {
+        n->conn_lost = 0;
+        n->failed = 0;
+        n->lost_reason[0] = 0;
+        if (!first) STAT_ADD(n, st_reconnects, 1);
+        pthread_cond_broadcast(&n->cv);
+    }
     pthread_mutex_unlock(&n->mu);
-    if (rc) { conn_shut(n, c); conn_unref(c); }
+    pthread_mutex_unlock(&n->rel_mu);
+    if (rc) { conn_shut(n, c); conn_unref(c); return rc; }
+    if (n->started) rl_waker_wake(&n->waker);
+    return RL_OK;
+}
+
+int rl_node_wait_lost(rl_node *n, int timeout_ms) {
+    long long deadline = to_deadline(timeout_ms);
+    int rc;
+    pthread_mutex_lock(&n->mu);
+    for (;;) {
+        if (n->closing) { rc = RL_ECLOSED; break; }
+        if (n->conn_lost && n->nconns == 0) { rc = RL_OK; break; }
+        if (timed_wait(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
+    }
+    pthread_mutex_unlock(&n->mu);
     return rc;
+}
+
+void rl_node_fail(rl_node *n, const char *reason) {
+    pthread_mutex_lock(&n->mu);
+    n->failed = 1;
+    n->conn_lost = 1;
+    snprintf(n->lost_reason, sizeof n->lost_reason, "%s", reason ? reason : "gave up reconnecting");
+    pthread_cond_broadcast(&n->cv);
+    pthread_mutex_unlock(&n->mu);
+}
+
+uint64_t rl_node_conn_gen(rl_node *n) {
+    pthread_mutex_lock(&n->mu);
+    uint64_t g = n->conn_gen;
+    pthread_mutex_unlock(&n->mu);
+    return g;
+}
+
+void rl_node_stats(rl_node *n, rl_stats *st) {
+    memset(st, 0, sizeof *st);
+    st->sent = __atomic_load_n(&n->st_sent, __ATOMIC_RELAXED);
+    st->received = __atomic_load_n(&n->st_received, __ATOMIC_RELAXED);
+    st->dropped = __atomic_load_n(&n->st_dropped, __ATOMIC_RELAXED);
+    st->redelivered = __atomic_load_n(&n->st_redelivered, __ATOMIC_RELAXED);
+    st->duplicates = __atomic_load_n(&n->st_duplicates, __ATOMIC_RELAXED);
+    st->reconnects = __atomic_load_n(&n->st_reconnects, __ATOMIC_RELAXED);
+    st->rejected = __atomic_load_n(&n->st_rejected, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&n->mu);
+    st->retained = n->ret_n;
+    st->retained_bytes = n->ret_bytes;
+    st->acked = n->acked;
+    st->reliable = n->reliable;
+    for (int i = 0; i < n->nconns; i++) st->peers += n->conns[i]->state == CONN_OPEN;
+    pthread_mutex_unlock(&n->mu);
 }
 
 int rl_node_start(rl_node *n) {
@@ -1139,6 +1645,12 @@ int rl_node_start(rl_node *n) {
     return RL_OK;
 }
 
+/* Actor (under mu): the connection is lost for good, as far as a blocked
+ * call is concerned. A reliable session waits for its reconnection. */
+static int conn_gone(rl_node *n) {
+    return n->conn_lost && (!n->reliable || n->failed);
+}
+
 int rl_node_recv(rl_node *n, int qi, rl_msg **out, int max, int timeout_ms) {
     if (qi < 0 || qi >= RL_NQUEUES || max < 1) return RL_EINVAL;
     long long deadline = to_deadline(timeout_ms);
@@ -1148,19 +1660,29 @@ int rl_node_recv(rl_node *n, int qi, rl_msg **out, int max, int timeout_ms) {
         if (n->closing) { rc = RL_ECLOSED; break; }
         if (n->q[qi].head) {
             int k = 0;
-            while (k < max && n->q[qi].head) out[k++] = q_unlink(n, qi, NULL, n->q[qi].head);
+            while (k < max && n->q[qi].head) {
+                rl_msg *m = q_unlink(n, qi, NULL, n->q[qi].head);
+                rl_session *sess = m->session;
+                if (sess) {   /* taken by the application: acknowledge it */
+                    if (m->hdr.seq > sess->consumed) sess->consumed = m->hdr.seq;
+                    __atomic_sub_fetch(&sess->queued, 1, __ATOMIC_RELAXED);
+                    m->session = NULL;
+                    if (!n->ack_dirty) { n->ack_dirty = 1; rl_waker_wake(&n->waker); }
+                }
+                out[k++] = m;
+            }
             after_pop(n);
             rc = k;
             break;
         }
-        if (n->conn_lost) { rc = RL_ECONNLOST; break; }
+        if (conn_gone(n)) { rc = RL_ECONNLOST; break; }
         if (timed_wait(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
     }
     pthread_mutex_unlock(&n->mu);
     return rc;
 }
 
-int rl_node_wait_reply(rl_node *n, uint64_t request_id, int timeout_ms, rl_msg **out) {
+int rl_node_wait_reply(rl_node *n, uint64_t request_id, uint64_t gen, int timeout_ms, rl_msg **out) {
     long long deadline = to_deadline(timeout_ms);
     pthread_mutex_lock(&n->mu);
     int rc;
@@ -1174,7 +1696,8 @@ int rl_node_wait_reply(rl_node *n, uint64_t request_id, int timeout_ms, rl_msg *
             rc = RL_OK;
             break;
         }
-        if (n->conn_lost) { rc = RL_ECONNLOST; break; }
+        /* a request in flight at a disconnect fails: it is never resent */
+        if (n->conn_lost || n->conn_gen != gen) { rc = RL_ECONNLOST; break; }
         if (timed_wait(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
     }
     pthread_mutex_unlock(&n->mu);
@@ -1209,7 +1732,7 @@ int rl_node_take_params(rl_node *n, uint64_t newer_than, int timeout_ms, rl_msg 
             rc = RL_OK;
             break;
         }
-        if (n->conn_lost) { rc = RL_ECONNLOST; break; }
+        if (conn_gone(n)) { rc = RL_ECONNLOST; break; }
         if (timed_wait(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
     }
     pthread_mutex_unlock(&n->mu);
@@ -1284,6 +1807,11 @@ void rl_node_destroy(rl_node *n) {
     }
     rl_msg_free(n->params_in);
     rl_buf_unref(n->params);
+    for (size_t i = 0; i < n->ret_n; i++) rl_buf_unref(n->ret[(n->ret_head + i) % n->ret_cap].buf);
+    free(n->ret);
+    for (int i = 0; i < n->nsessions; i++) free(n->sessions[i]);
+    free(n->sessions);
+    pthread_mutex_destroy(&n->rel_mu);
     free(n->conns);
     pthread_cond_destroy(&n->cv);
     pthread_mutex_destroy(&n->mu);

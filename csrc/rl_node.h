@@ -38,6 +38,7 @@ typedef struct rl_msg {
     uint8_t *frame;           /* owned, rl_frame_size(&hdr) bytes */
     uint64_t size;
     size_t cap;               /* allocated bytes at frame (internal) */
+    void *session;            /* learner, reliable mode: its session (internal) */
 } rl_msg;
 
 /* Release a message (any thread). Large frame buffers are recycled. */
@@ -54,10 +55,29 @@ typedef struct rl_config {
     size_t queue_max_bytes;      /* receive queue bound (bytes) */
     size_t sendq_max_bytes;      /* per-connection send queue bound */
     int handshake_timeout_ms;
+    int heartbeat_ms;            /* send a heartbeat after this long without sending */
+    int peer_timeout_ms;         /* drop a peer silent this long (0 = never) */
+    size_t retain_max_bytes;     /* reliable actor: bound of the un-acked window */
     rl_limits limits;
 } rl_config;
 
 void rl_config_default(rl_config *c, int role);
+
+/* Counters, all since the node was created. */
+typedef struct rl_stats {
+    uint64_t sent;            /* messages handed to the node by the application */
+    uint64_t received;        /* messages queued for the application */
+    uint64_t dropped;         /* unreliable mode: messages lost with a broken connection */
+    uint64_t retained;        /* reliable actor: messages not yet acknowledged */
+    uint64_t retained_bytes;
+    uint64_t acked;           /* reliable actor: highest sequence acknowledged */
+    uint64_t redelivered;     /* learner: delivered with the redelivered flag */
+    uint64_t duplicates;      /* learner: dropped as already delivered */
+    uint64_t reconnects;      /* actor: successful reconnections */
+    uint64_t rejected;        /* learner: connections dropped for a violation */
+    uint64_t peers;           /* open connections now */
+    int reliable;             /* actor: the session is in reliable mode */
+} rl_stats;
 
 /* Receive queues. */
 enum { RL_Q_TRAJ = 0, RL_Q_REQUEST = 1, RL_Q_PUSH = 2, RL_Q_REPLY = 3, RL_NQUEUES = 4 };
@@ -82,8 +102,28 @@ int rl_node_listen(rl_node *n, const char *host, int port, int *bound_port);
 /* Actor: connect to the learner and complete the handshake, trying every
  * address host resolves to, within timeout_ms. One attempt per address: the
  * retry policy belongs to the caller. On RL_EVERSION / RL_EPROTO, *peer holds
- * what the learner sent (if anything). Call before rl_node_start. */
+ * what the learner sent (if anything). First call before rl_node_start; in
+ * reliable mode the caller may call it again after the connection is lost
+ * (rl_node_wait_lost): the session resumes, un-acknowledged messages the
+ * learner has not delivered are resent, and a learner that restarted gets
+ * them flagged RL_FLAG_REDELIVERED. */
 int rl_node_connect(rl_node *n, const char *host, int port, int timeout_ms, rl_hello *peer);
+
+/* Actor: wait until the connection is lost (returns RL_OK), the node closes
+ * (RL_ECLOSED) or timeout_ms passes (RL_ETIMEDOUT). */
+int rl_node_wait_lost(rl_node *n, int timeout_ms);
+
+/* Actor, reliable mode: give up reconnecting. Blocked and later calls fail
+ * with RL_ECONNLOST (reason reported by rl_node_lost_reason) until a later
+ * rl_node_connect succeeds. Retained messages are kept. */
+void rl_node_fail(rl_node *n, const char *reason);
+
+/* Actor: a counter that changes whenever the connection is lost; a request
+ * sent under one value whose reply has not come when it changes failed. */
+uint64_t rl_node_conn_gen(rl_node *n);
+
+/* Snapshot of the counters. Thread-safe. */
+void rl_node_stats(rl_node *n, rl_stats *out);
 
 /* Start the I/O thread. */
 int rl_node_start(rl_node *n);
@@ -112,8 +152,9 @@ int rl_node_publish(rl_node *n, const rl_header *h, const rl_iov *iov, int iovcn
  * connection is lost gets RL_ECONNLOST once its queue is empty. */
 int rl_node_recv(rl_node *n, int q, rl_msg **out, int max, int timeout_ms);
 
-/* Actor: wait for the reply whose ref == request_id. */
-int rl_node_wait_reply(rl_node *n, uint64_t request_id, int timeout_ms, rl_msg **out);
+/* Actor: wait for the reply whose ref == request_id. Fails with RL_ECONNLOST
+ * if the connection is lost (conn_gen moves past gen) before it arrives. */
+int rl_node_wait_reply(rl_node *n, uint64_t request_id, uint64_t gen, int timeout_ms, rl_msg **out);
 
 /* Actor: give up on a request (its caller timed out): drop its reply now if
  * it is queued, or when it arrives (the last 1024 cancelled ids are kept). */

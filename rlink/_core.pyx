@@ -585,7 +585,8 @@ cdef class _Node:
     def __cinit__(self, int role, bint reliable=False, unsigned retry_attempts=3,
                   size_t queue_max_msgs=1024, size_t queue_max_bytes=256 << 20,
                   size_t sendq_max_bytes=64 << 20, uint64_t max_message_bytes=1 << 30,
-                  int handshake_timeout_ms=5000):
+                  int handshake_timeout_ms=5000, int heartbeat_ms=1000, int peer_timeout_ms=5000,
+                  size_t retain_max_bytes=256 << 20):
         self.n = NULL
         self.role = role
         self.pool = []
@@ -597,6 +598,9 @@ cdef class _Node:
         self.cfg.sendq_max_bytes = sendq_max_bytes
         self.cfg.limits.max_message_bytes = max_message_bytes
         self.cfg.handshake_timeout_ms = handshake_timeout_ms
+        self.cfg.heartbeat_ms = heartbeat_ms
+        self.cfg.peer_timeout_ms = peer_timeout_ms
+        self.cfg.retain_max_bytes = retain_max_bytes
         rc = rl_node_create(&self.cfg, &self.n)
         if rc != RL_OK:
             raise OSError(f"rlink: could not create a node ({rl_strerror(rc).decode()})")
@@ -636,7 +640,7 @@ cdef class _Node:
         with nogil:
             rc = rl_node_connect(self.n, hp, port, ms, &peer)
         if rc == RL_OK:
-            return peer.node_id, bool(peer.flags & RL_HELLO_RELIABLE)
+            return peer.node_id, bool(peer.flags & RL_HELLO_RELIABLE), peer.retry_attempts
         if rc == RL_EVERSION:
             raise _errors.ProtocolError(
                 f"the learner at {host}:{port} speaks rlink protocol version {peer.version}, "
@@ -739,7 +743,7 @@ cdef class _Node:
             if buf != stack_buf:
                 free(buf)
 
-    def wait_reply(self, uint64_t request_id, object timeout):
+    def wait_reply(self, uint64_t request_id, uint64_t gen, object timeout):
         cdef long long deadline = _deadline(timeout)
         cdef rl_msg *m = NULL
         cdef int rc = RL_ETIMEDOUT, ms
@@ -747,7 +751,7 @@ cdef class _Node:
             while True:
                 ms = _slice_ms(deadline)
                 with nogil:
-                    rc = rl_node_wait_reply(self.n, request_id, ms, &m)
+                    rc = rl_node_wait_reply(self.n, request_id, gen, ms, &m)
                 if rc != RL_ETIMEDOUT:
                     break
                 PyErr_CheckSignals()
@@ -779,6 +783,35 @@ cdef class _Node:
             self._raise(rc, "parameters", timeout)
         version = m.hdr.ref
         return version, _decode_msg(m, &self.cfg.limits)
+
+    def conn_gen(self):
+        return rl_node_conn_gen(self.n)
+
+    def wait_lost(self, double timeout):
+        """True when the connection is lost, False on timeout; ClosedError if closed."""
+        cdef int ms = <int>(timeout * 1000)
+        cdef int rc
+        with nogil:
+            rc = rl_node_wait_lost(self.n, ms)
+        if rc == RL_ECLOSED:
+            raise _errors.ClosedError("node closed")
+        return rc == RL_OK
+
+    def fail(self, str reason):
+        cdef bytes b = reason.encode("utf-8", "replace")
+        rl_node_fail(self.n, b)
+
+    def stats(self):
+        cdef rl_stats st
+        with nogil:
+            rl_node_stats(self.n, &st)
+        return {
+            "sent": st.sent, "received": st.received, "dropped": st.dropped,
+            "retained": st.retained, "retained_bytes": st.retained_bytes, "acked": st.acked,
+            "redelivered": st.redelivered, "duplicates": st.duplicates,
+            "reconnects": st.reconnects, "rejected": st.rejected, "peers": st.peers,
+            "reliable": bool(st.reliable),
+        }
 
     def peers(self):
         cdef uint64_t ids[1024]
@@ -817,6 +850,12 @@ cdef class _Node:
             raise _errors.ClosedError(f"the node was closed during {what}; create a new node")
         if rc == RL_ECONNLOST:
             reason = self.lost_reason() or "connection lost"
+            st = self.stats()
+            if st["reliable"]:
+                raise _errors.ConnectionLostError(
+                    f"{what} failed: the connection to the learner was lost ({reason}); "
+                    f"{st['retained']} messages are un-acknowledged and retained: "
+                    f"call reconnect() to resume once the learner is back")
             raise _errors.ConnectionLostError(
                 f"{what} failed: the connection to the learner was lost ({reason}); "
                 f"create a new ActorNode to reconnect")

@@ -172,7 +172,8 @@ class LearnerNode(_Node):
     def __init__(self, port: int = 5555, host: str = "127.0.0.1", *, reliable: bool = False,
                  retry_attempts: int = 3, max_queue_messages: int = 1024,
                  max_queue_bytes: int = 256 << 20, send_queue_bytes: int = 64 << 20,
-                 max_message_bytes: int = 1 << 30, handshake_timeout: float = 5.0):
+                 max_message_bytes: int = 1 << 30, handshake_timeout: float = 5.0,
+                 heartbeat_interval: float = 1.0, peer_timeout: float = 5.0):
         _check_int("port", port, 0, 65535)
         if not isinstance(host, str):
             raise TypeError(f"host must be a str such as '127.0.0.1' or '0.0.0.0', not {host!r}")
@@ -185,7 +186,9 @@ class LearnerNode(_Node):
             _check_int("max_queue_bytes", max_queue_bytes),
             _check_int("send_queue_bytes", send_queue_bytes),
             _check_int("max_message_bytes", max_message_bytes, 4096),
-            max(1, int(_check_seconds("handshake_timeout", handshake_timeout, 3600.0) * 1000)))
+            max(1, int(_check_seconds("handshake_timeout", handshake_timeout, 3600.0) * 1000)),
+            max(1, int(_check_seconds("heartbeat_interval", heartbeat_interval, 3600.0) * 1000)),
+            max(1, int(_check_seconds("peer_timeout", peer_timeout, 86400.0) * 1000)))
         self.host = host
         self.reliable = reliable
         self.retry_attempts = retry_attempts
@@ -204,6 +207,11 @@ class LearnerNode(_Node):
 
     def __repr__(self) -> str:
         return f"LearnerNode({self.address})"
+
+    def stats(self) -> dict:
+        """Counters: sent, received, dropped, redelivered, duplicates,
+        rejected, peers (see the README)."""
+        return self._core_or_raise().stats()
 
     @property
     def actors(self) -> list[int]:
@@ -270,48 +278,152 @@ class ActorNode(_Node):
 
     Connecting retries (with backoff) until ``connect_timeout`` seconds have
     passed, so actors may start before the learner.
+
+    Reliable mode (``LearnerNode(reliable=True)``, or ``reliable=True`` here)
+    retains every trajectory until the learner's application has taken it
+    and reconnects by itself after a fault: up to ``retry_attempts`` tries
+    (default: what the learner announces), waiting ``retry_backoff`` seconds
+    before the first and doubling (with jitter) up to ``retry_backoff_max``.
+    Sends keep succeeding while disconnected until ``retain_bytes`` of
+    un-acknowledged messages are held, then block. When the tries run out,
+    calls raise :class:`rlink.ConnectionLostError`; :meth:`reconnect` resumes.
     """
 
     def __init__(self, learner_address: str = "localhost:5555", *, connect_timeout: float = 10.0,
-                 reliable: bool = False, max_queue_messages: int = 1024,
+                 reliable: bool | None = None, retry_attempts: int | None = None,
+                 retry_backoff: float = 0.25, retry_backoff_max: float = 5.0,
+                 retain_bytes: int = 256 << 20, heartbeat_interval: float = 1.0,
+                 peer_timeout: float = 5.0, max_queue_messages: int = 1024,
                  max_queue_bytes: int = 256 << 20, send_queue_bytes: int = 64 << 20,
                  max_message_bytes: int = 1 << 30):
-        host, port = _parse_address(learner_address)
-        if not isinstance(reliable, bool):
-            raise TypeError(f"reliable must be True or False, not {reliable!r}")
-        connect_timeout = _check_seconds("connect_timeout", connect_timeout)
+        self._host, self._port = _parse_address(learner_address)
+        if reliable is not None and not isinstance(reliable, bool):
+            raise TypeError(f"reliable must be None, True or False, not {reliable!r}")
+        if retry_attempts is not None:
+            _check_int("retry_attempts", retry_attempts, 0, 1_000_000)
+        self._connect_timeout = _check_seconds("connect_timeout", connect_timeout)
+        self._backoff = _check_seconds("retry_backoff", retry_backoff)
+        self._backoff_max = _check_seconds("retry_backoff_max", retry_backoff_max)
+        heartbeat_ms = int(_check_seconds("heartbeat_interval", heartbeat_interval, 3600.0) * 1000)
+        peer_timeout_ms = int(_check_seconds("peer_timeout", peer_timeout, 86400.0) * 1000)
         core = _core._Node(
-            _core.ROLE_ACTOR, reliable, 0,
+            _core.ROLE_ACTOR, bool(reliable), 0,
             _check_int("max_queue_messages", max_queue_messages),
             _check_int("max_queue_bytes", max_queue_bytes),
             _check_int("send_queue_bytes", send_queue_bytes),
-            _check_int("max_message_bytes", max_message_bytes, 4096))
+            _check_int("max_message_bytes", max_message_bytes, 4096),
+            5000, max(1, heartbeat_ms), max(1, peer_timeout_ms),
+            _check_int("retain_bytes", retain_bytes, 4096))
         self.learner_address = learner_address
-        deadline = time.monotonic() + connect_timeout
-        delay = 0.02
-        while True:
-            left = deadline - time.monotonic()
-            result = core.connect(host, port, max(left, 0.001))
-            if isinstance(result, tuple):
-                break
-            if result == _core.E_INVAL:
-                core.close(0)
-                raise _errors.ConnectError(f"cannot resolve the learner host {host!r}")
-            if left <= 0:
-                core.close(0)
-                raise _errors.ConnectError(
-                    f"could not connect to a learner at {learner_address} within {connect_timeout} s "
-                    f"(last error: {'refused' if result == _core.E_CONNREFUSED else 'timed out'}); "
-                    f"is the LearnerNode running and reachable?")
-            time.sleep(min(delay * (0.5 + random.random()), max(left, 0)))
-            delay = min(delay * 2, 0.5)
-        self.learner_id, self.reliable = result
+        try:
+            result = self._connect_until(core, time.monotonic() + self._connect_timeout, None)
+        except BaseException:
+            core.close(0)
+            raise
+        if result is None:
+            core.close(0)
+            raise _errors.ConnectError(
+                f"could not connect to a learner at {learner_address} within {connect_timeout} s; "
+                f"is the LearnerNode running and reachable?")
+        self.learner_id, self.reliable, announced = result
+        self.retry_attempts = announced if retry_attempts is None else retry_attempts
         core.start()
         self._init_core(core)
         self._request_ids = itertools.count(1)
         self._latest: Parameters | None = None
         self._returned = 0
+        self._stop = threading.Event()
+        self._keeper: threading.Thread | None = None
+        if self.reliable:
+            self._start_keeper(core)
 
+    # ---- connection policy (reliable mode) --------------------------------
+    def _connect_until(self, core: Any, deadline: float, attempts: int | None):
+        """Try to connect until deadline (or `attempts` tries) with backoff.
+        Returns the handshake result or None. Raises on errors retrying
+        cannot fix (unresolvable host, not an rlink learner)."""
+        delay = min(0.02, self._backoff) if attempts is None else self._backoff
+        tries = 0
+        while True:
+            left = deadline - time.monotonic()
+            result = core.connect(self._host, self._port, max(min(left, self._connect_timeout), 0.001))
+            if isinstance(result, tuple):
+                return result
+            if result == _core.E_INVAL:
+                raise _errors.ConnectError(f"cannot resolve the learner host {self._host!r}")
+            tries += 1
+            if left <= 0 or (attempts is not None and tries >= attempts):
+                return None
+            wait = min(delay * (0.5 + random.random()), max(deadline - time.monotonic(), 0))
+            if self._stop_requested(wait):
+                return None
+            delay = min(delay * 2, self._backoff_max if attempts is not None else 0.5)
+
+    def _stop_requested(self, seconds: float) -> bool:
+        stop = getattr(self, "_stop", None)
+        if stop is None:
+            time.sleep(seconds)    # still in __init__: nothing can ask us to stop
+            return False
+        return stop.wait(seconds)
+
+    def _start_keeper(self, core: Any) -> None:
+        self._keeper = threading.Thread(target=self._keep_connected, args=(core,),
+                                        name=f"rlink-reconnect-{core.node_id:x}", daemon=True)
+        self._keeper.start()
+
+    def _keep_connected(self, core: Any) -> None:
+        """Background policy: reconnect after every loss, give up after
+        retry_attempts consecutive failures."""
+        while not self._stop.is_set():
+            try:
+                if not core.wait_lost(0.5):
+                    continue
+            except _errors.ClosedError:
+                return
+            log.warning("%s: connection lost (%s); reconnecting", self, core.lost_reason())
+            attempts = max(1, self.retry_attempts)
+            try:
+                result = self._connect_until(core, float("inf"), attempts)
+            except _errors.RLinkError as e:
+                result, reason = None, str(e)
+            else:
+                reason = f"gave up after {attempts} reconnection attempts"
+            if self._stop.is_set():
+                return
+            if result is None:
+                retained = core.stats()["retained"]
+                core.fail(reason)
+                log.error("%s: %s; %d messages retained, call reconnect() to resume", self, reason, retained)
+                return
+            log.info("%s: reconnected to learner %#x", self, result[0])
+
+    def reconnect(self, timeout: float | None = None) -> None:
+        """Connect again after the automatic attempts gave up (reliable
+        mode): retained messages are then delivered. Retries until
+        ``timeout`` (default ``connect_timeout``); raises
+        :class:`rlink.ConnectError` if the learner is still unreachable."""
+        core = self._core_or_raise()
+        if self._keeper is not None and self._keeper.is_alive():
+            return   # the background policy is still trying (or connected)
+        if core.stats()["peers"]:
+            return
+        limit = self._connect_timeout if timeout is None else _check_seconds("timeout", timeout)
+        result = self._connect_until(core, time.monotonic() + limit, None)
+        if result is None:
+            raise _errors.ConnectError(f"could not reconnect to {self.learner_address} within {limit} s")
+        if self.reliable:
+            self._start_keeper(core)
+
+    def close(self, timeout: float = 1.0) -> None:
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
+        super().close(timeout)
+        keeper = getattr(self, "_keeper", None)
+        if keeper is not None and keeper is not threading.current_thread():
+            keeper.join()
+
+    # ---- the API ------------------------------------------------------------
     @property
     def actor_id(self) -> int:
         """The id the learner sees in ``Message.actor_id`` and ``Request.actor_id``."""
@@ -320,23 +432,33 @@ class ActorNode(_Node):
     def __repr__(self) -> str:
         return f"ActorNode({self.learner_address})"
 
+    def stats(self) -> dict:
+        """Counters: sent, received, dropped, retained, retained_bytes, acked,
+        reconnects, peers, reliable (see the README)."""
+        return self._core_or_raise().stats()
+
     def send_trajectory(self, data: dict, timeout: float | None = None) -> None:
         """Send one trajectory (a dict) to the learner.
 
         Returns once the message is written to the socket or copied into the
-        send queue: the caller may then reuse its arrays. Blocks while the
-        send queue is full, up to ``timeout`` seconds, then raises
-        :class:`rlink.TimeoutError` with nothing sent."""
+        send queue (reliable mode: into the retained window): the caller may
+        then reuse its arrays. Blocks while the queue is full, up to
+        ``timeout`` seconds, then raises :class:`rlink.TimeoutError` with
+        nothing sent."""
         self._core_or_raise().send(0, _core.KIND_TRAJ, 0, data, timeout)
 
     def request(self, data: dict, timeout: float | None = None) -> dict:
-        """Send a request and wait for the learner's reply to it."""
+        """Send a request and wait for the learner's reply to it. A request in
+        flight when the connection breaks raises
+        :class:`rlink.ConnectionLostError` (it is never answered twice; it may
+        or may not have reached the learner)."""
         core = self._core_or_raise()
         request_id = next(self._request_ids)
         deadline = None if timeout is None else time.monotonic() + timeout
+        gen = core.conn_gen()
         core.send(0, _core.KIND_REQUEST, request_id, data, timeout)
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        return core.wait_reply(request_id, left)
+        return core.wait_reply(request_id, gen, left)
 
     def receive(self, timeout: float | None = None) -> dict:
         """The next message the learner pushed to this actor with ``LearnerNode.send``."""

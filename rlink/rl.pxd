@@ -30,6 +30,9 @@ cdef extern from "rl_frame.h" nogil:
         uint8_t role
         uint8_t flags
         uint64_t node_id
+        uint64_t resume_seq
+        uint32_t max_message
+        uint32_t retry_attempts
 
     ctypedef struct rl_header:
         uint8_t kind
@@ -128,6 +131,9 @@ cdef extern from "rl_node.h" nogil:
         size_t queue_max_bytes
         size_t sendq_max_bytes
         int handshake_timeout_ms
+        int heartbeat_ms
+        int peer_timeout_ms
+        size_t retain_max_bytes
         rl_limits limits
     void rl_config_default(rl_config *c, int role)
 
@@ -140,6 +146,11 @@ cdef extern from "rl_node.h" nogil:
         uint64_t peer_id
         int code
         char reason[160]
+
+    ctypedef struct rl_stats:
+        uint64_t sent, received, dropped, retained, retained_bytes, acked
+        uint64_t redelivered, duplicates, reconnects, rejected, peers
+        int reliable
 
     ctypedef struct rl_iov:
         const void *base
@@ -154,7 +165,11 @@ cdef extern from "rl_node.h" nogil:
                      const rl_iov *iov, int iovcnt, int timeout_ms)
     int rl_node_publish(rl_node *n, const rl_header *h, const rl_iov *iov, int iovcnt)
     int rl_node_recv(rl_node *n, int q, rl_msg **out, int max, int timeout_ms)
-    int rl_node_wait_reply(rl_node *n, uint64_t request_id, int timeout_ms, rl_msg **out)
+    int rl_node_wait_reply(rl_node *n, uint64_t request_id, uint64_t gen, int timeout_ms, rl_msg **out)
+    int rl_node_wait_lost(rl_node *n, int timeout_ms)
+    void rl_node_fail(rl_node *n, const char *reason)
+    uint64_t rl_node_conn_gen(rl_node *n)
+    void rl_node_stats(rl_node *n, rl_stats *out)
     void rl_node_cancel_reply(rl_node *n, uint64_t request_id)
     int rl_node_take_params(rl_node *n, uint64_t newer_than, int timeout_ms, rl_msg **out)
     int rl_node_peers(rl_node *n, uint64_t *ids, int max)

@@ -465,8 +465,8 @@ static void test_header_rejects(void) {
         rl_header_encode(&h, b);
         CHECK_EQ(header_decode_exact(b, max, &d), RL_EPROTO);
     }
-    /* unknown flags */
-    for (unsigned f = 2; f < 256; f++) {
+    /* unknown flags (bit 0 redelivered and bit 1 checksum are defined) */
+    for (unsigned f = 4; f < 256; f++) {
         memset(&h, 0, sizeof h);
         h.kind = RL_KIND_TRAJ;
         h.flags = (uint8_t)f;
@@ -1730,6 +1730,40 @@ static int utf8(const char *s, size_t n) {
 }
 #define UTF8(lit) utf8((lit), sizeof(lit) - 1)
 
+static void test_crc32c(void) {
+    /* the standard check value of CRC-32C (Castagnoli) */
+    CHECK_EQU(rl_crc32c(0, "123456789", 9), 0xE3069283u);
+    CHECK_EQU(rl_crc32c(0, "", 0), 0);
+    /* incremental == one shot, at every split of an odd-sized buffer */
+    uint8_t buf[1031];
+    for (size_t i = 0; i < sizeof buf; i++) buf[i] = (uint8_t)(i * 31 + 7);
+    uint32_t whole = rl_crc32c(0, buf, sizeof buf);
+    for (size_t cut = 0; cut <= sizeof buf; cut += 13)
+        CHECK_EQU(rl_crc32c(rl_crc32c(0, buf, cut), buf + cut, sizeof buf - cut), whole);
+    /* every single-bit flip changes it */
+    for (size_t i = 0; i < sizeof buf; i += 7) {
+        buf[i] ^= 0x10;
+        CHECK(rl_crc32c(0, buf, sizeof buf) != whole);
+        buf[i] ^= 0x10;
+    }
+}
+
+static void test_checksum_header_field(void) {
+    rl_header h, d;
+    uint8_t b[RL_HEADER_SIZE];
+    memset(&h, 0, sizeof h);
+    h.kind = RL_KIND_TRAJ;
+    h.flags = RL_FLAG_CHECKSUM;
+    h.crc = 0xDEADBEEFu;
+    rl_header_encode(&h, b);
+    CHECK_EQ(rl_header_decode(b, 1 << 20, &d), RL_OK);
+    CHECK_EQU(d.crc, 0xDEADBEEFu);
+    /* a crc without the flag is malformed */
+    h.flags = 0;
+    rl_header_encode(&h, b);
+    CHECK_EQ(rl_header_decode(b, 1 << 20, &d), RL_EPROTO);
+}
+
 static void test_utf8(void) {
     CHECK(utf8("", 0));
     CHECK(rl_utf8_valid(NULL, 0));
@@ -1820,6 +1854,8 @@ static const rl_test frame_tests[] = {
     RL_TEST(test_meta_mutations),
     RL_TEST(test_meta_random),
     RL_TEST(test_utf8),
+    RL_TEST(test_crc32c),
+    RL_TEST(test_checksum_header_field),
 };
 
 void run_frame_tests(void) { RL_RUN_SUITE(frame_tests); }

@@ -103,12 +103,12 @@ static void test_node_patterns(void) {
         rl_msg_free(q);
     }
     rl_msg *rep = NULL;
-    CHECK_EQ(rl_node_wait_reply(A, 42, 5000, &rep), RL_OK);
+    CHECK_EQ(rl_node_wait_reply(A, 42, rl_node_conn_gen(A), 5000, &rep), RL_OK);
     if (rep) { check_msg(rep, 2, 4); rl_msg_free(rep); }
     /* timeouts */
     rl_msg *none = NULL;
     CHECK_EQ(rl_node_recv(L, RL_Q_TRAJ, &none, 1, 0), RL_ETIMEDOUT);
-    CHECK_EQ(rl_node_wait_reply(A, 43, 10, &none), RL_ETIMEDOUT);
+    CHECK_EQ(rl_node_wait_reply(A, 43, rl_node_conn_gen(A), 10, &none), RL_ETIMEDOUT);
     /* a learner that closes makes the actor's calls fail, not hang */
     rl_node_close(L, 1000);
     CHECK_EQ(rl_node_recv(A, RL_Q_PUSH, &none, 1, 5000), RL_ECONNLOST);
