@@ -135,9 +135,9 @@ def check_full(got: dict, template: dict) -> None:
 
 # -------------------------------------------------------------------- rlink
 
-def rlink_receiver(wl: dict):
+def rlink_receiver(wl: dict, reliable: bool = False):
     import rlink
-    learner = rlink.LearnerNode(port=0)
+    learner = rlink.LearnerNode(port=0, reliable=reliable)
 
     def recv_batch(timeout: float) -> list:
         try:
@@ -261,12 +261,18 @@ def wait_reusable(token) -> None:
         token.wait(RECV_TIMEOUT)
 
 
+# "rlink-reliable": the same with LearnerNode(reliable=True); the actor learns
+# the mode in the handshake (sequence numbers, retained copies, acks, CRC32C).
 def receiver_for(peer, wl, opts):
-    return rlink_receiver(wl) if peer == "rlink" else pyzmq_receiver(wl, opts)
+    if peer.startswith("rlink"):
+        return rlink_receiver(wl, reliable=peer == "rlink-reliable")
+    return pyzmq_receiver(wl, opts)
 
 
 def sender_for(peer, address, wl, opts):
-    return rlink_sender(address, wl, opts) if peer == "rlink" else pyzmq_sender(address, wl, opts)
+    if peer.startswith("rlink"):
+        return rlink_sender(address, wl, opts)
+    return pyzmq_sender(address, wl, opts)
 
 
 # ------------------------------------------------------- process harness

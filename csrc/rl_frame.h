@@ -109,6 +109,7 @@ int rl_header_decode(const uint8_t in[RL_HEADER_SIZE], uint64_t max_message_byte
 /* CRC32C (Castagnoli), continuing from crc (start with 0). Uses the SSE4.2
  * instruction where the CPU has it. Thread-safe. */
 uint32_t rl_crc32c(uint32_t crc, const void *p, size_t n);
+extern int rl_crc32c_force_software;   /* tests only: 1 = skip the SSE4.2 path */
 /* Offset of the crc field in the header; the frame checksum covers header
  * bytes [0, RL_HEADER_CRC_OFFSET) and then every body byte. */
 #define RL_HEADER_CRC_OFFSET 40u

@@ -99,6 +99,8 @@ typedef struct rl_session {
 } rl_session;
 
 #define MAX_SESSIONS 4096
+/* Wake the learner's I/O thread to acknowledge once this many messages are owed. */
+#define ACK_EVERY 256
 
 typedef struct retained_frame {
     uint64_t seq;
@@ -167,7 +169,8 @@ struct rl_node {
     /* learner, reliable mode (under mu) */
     rl_session **sessions;
     int nsessions, capsessions;
-    int ack_dirty;
+    int ack_dirty;             /* the application took sequenced messages */
+    int ack_wake_sent;         /* the I/O thread was woken to acknowledge them */
 
     /* counters (atomic) */
     uint64_t st_sent, st_received, st_dropped, st_redelivered, st_duplicates,
@@ -239,75 +242,9 @@ static uint64_t random_id(void) {
     return v ? v : 1;
 }
 
-/* ---- frame buffers --------------------------------------------------------
- * Large received frames (>= 64 KiB) are recycled through a small process-wide
- * cache: allocating a fresh multi-MB buffer per message costs an mmap, a
- * page fault per 4 KiB page and an munmap, which measured ~25% of receive
- * time on 1.8 MB trajectories. The cache holds at most FRAME_CACHE_SLOTS
- * buffers and FRAME_CACHE_BYTES in all; a buffer is reused only for a frame
- * of at least half its size. Thread-safe (one mutex). */
-#define FRAME_CACHE_MIN (64u * 1024u)
-#define FRAME_CACHE_SLOTS 16
-#define FRAME_CACHE_BYTES ((size_t)256 << 20)
-
-static pthread_mutex_t frame_cache_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct { uint8_t *p; size_t cap; } frame_cache[FRAME_CACHE_SLOTS];
-static int frame_cache_n;
-static size_t frame_cache_bytes;
-
-static uint8_t *frame_alloc(size_t size, size_t *cap) {
-    size_t want = (size + 63) & ~(size_t)63;
-    if (want >= FRAME_CACHE_MIN) {
-        pthread_mutex_lock(&frame_cache_mu);
-        int best = -1;
-        for (int i = 0; i < frame_cache_n; i++) {
-            size_t c = frame_cache[i].cap;
-            if (c >= want && c / 2 <= want && (best < 0 || c < frame_cache[best].cap)) best = i;
-        }
-        if (best >= 0) {
-            uint8_t *p = frame_cache[best].p;
-            *cap = frame_cache[best].cap;
-            frame_cache_bytes -= *cap;
-            frame_cache[best] = frame_cache[--frame_cache_n];
-            pthread_mutex_unlock(&frame_cache_mu);
-            return p;
-        }
-        pthread_mutex_unlock(&frame_cache_mu);
-    }
-    *cap = want;
-    return aligned_alloc(64, want ? want : 64);
-}
-
-static void frame_release(uint8_t *p, size_t cap) {
-    if (!p) return;
-    if (cap >= FRAME_CACHE_MIN) {
-        pthread_mutex_lock(&frame_cache_mu);
-        if (frame_cache_n == FRAME_CACHE_SLOTS || frame_cache_bytes + cap > FRAME_CACHE_BYTES) {
-            /* evict the smallest to make room for a large one, else drop this */
-            int small = -1;
-            for (int i = 0; i < frame_cache_n; i++)
-                if (small < 0 || frame_cache[i].cap < frame_cache[small].cap) small = i;
-            if (small >= 0 && frame_cache[small].cap < cap && cap <= FRAME_CACHE_BYTES) {
-                free(frame_cache[small].p);
-                frame_cache_bytes -= frame_cache[small].cap;
-                frame_cache[small] = frame_cache[--frame_cache_n];
-            }
-        }
-        if (frame_cache_n < FRAME_CACHE_SLOTS && frame_cache_bytes + cap <= FRAME_CACHE_BYTES) {
-            frame_cache[frame_cache_n].p = p;
-            frame_cache[frame_cache_n].cap = cap;
-            frame_cache_n++;
-            frame_cache_bytes += cap;
-            p = NULL;
-        }
-        pthread_mutex_unlock(&frame_cache_mu);
-    }
-    free(p);
-}
-
 void rl_msg_free(rl_msg *m) {
     if (!m) return;
-    frame_release(m->frame, m->cap);
+    rl_mem_free(m->frame, m->cap);
     free(m);
 }
 
@@ -316,7 +253,7 @@ static rl_msg *msg_new(const rl_header *h, uint64_t peer_id) {
     if (size > SIZE_MAX - 64) return NULL;
     rl_msg *m = malloc(sizeof *m);
     if (!m) return NULL;
-    m->frame = frame_alloc((size_t)size, &m->cap);
+    m->frame = rl_mem_alloc((size_t)size, &m->cap);
     if (!m->frame) { free(m); return NULL; }
     m->next = NULL;
     m->hdr = *h;
@@ -585,16 +522,23 @@ static void seal_header(rl_header *h, uint8_t out[RL_HEADER_SIZE], int checksum,
     if (checksum) h->flags |= RL_FLAG_CHECKSUM;
     rl_header_encode(h, out);
     if (!checksum) return;
-    uint32_t crc = rl_crc32c(0, out, RL_HEADER_CRC_OFFSET);
+    uint32_t crc = 0;
     for (int i = 0; i < iovcnt; i++) crc = rl_crc32c(crc, iov[i].base, iov[i].len);
-    h->crc = crc;
+    h->crc = rl_crc32c(crc, out, RL_HEADER_CRC_OFFSET);
     rl_header_encode(h, out);
+}
+
+/* The frame checksum: CRC32C of the body, continued over header bytes
+ * [0, 40). Body first, so a sender can checksum the payload before it knows
+ * the sequence number that goes into the header. */
+static uint32_t frame_crc(const uint8_t *frame, size_t size) {
+    uint32_t crc = rl_crc32c(0, frame + RL_HEADER_SIZE, size - RL_HEADER_SIZE);
+    return rl_crc32c(crc, frame, RL_HEADER_CRC_OFFSET);
 }
 
 /* Recompute the CRC of a whole frame held in one buffer. */
 static void reseal_frame(uint8_t *frame, size_t size) {
-    uint32_t crc = rl_crc32c(0, frame, RL_HEADER_CRC_OFFSET);
-    crc = rl_crc32c(crc, frame + RL_HEADER_SIZE, size - RL_HEADER_SIZE);
+    uint32_t crc = frame_crc(frame, size);
     memcpy(frame + RL_HEADER_CRC_OFFSET, &crc, 4);
 }
 
@@ -616,28 +560,33 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
     pthread_mutex_unlock(&n->mu);
     if (rc) return rc;
 
+    /* Copy and checksum the body outside every lock. */
     rl_buf *b = rl_buf_new((size_t)total);
     if (!b) return RL_ENOMEM;
-    pthread_mutex_lock(&n->rel_mu);
-    pthread_mutex_lock(&n->mu);
-    h.seq = ++n->next_seq;
-    pthread_mutex_unlock(&n->mu);
     size_t off = RL_HEADER_SIZE;
+    uint32_t body_crc = 0;
     for (int i = 0; i < iovcnt; i++) {
-        if (iov[i].len) memcpy(b->data + off, iov[i].base, iov[i].len);
+        if (iov[i].len) {
+            memcpy(b->data + off, iov[i].base, iov[i].len);
+            body_crc = rl_crc32c(body_crc, b->data + off, iov[i].len);
+        }
         off += iov[i].len;
     }
     b->len = off;
     h.flags |= RL_FLAG_CHECKSUM;
     h.crc = 0;
-    rl_header_encode(&h, b->data);
-    reseal_frame(b->data, b->len);
 
+    pthread_mutex_lock(&n->rel_mu);   /* sequence order == ring order */
     pthread_mutex_lock(&n->mu);
+    h.seq = ++n->next_seq;
+    rl_header_encode(&h, b->data);
+    h.crc = rl_crc32c(body_crc, b->data, RL_HEADER_CRC_OFFSET);
+    rl_header_encode(&h, b->data);
     if (n->ret_n == n->ret_cap) {
         size_t cap = n->ret_cap ? n->ret_cap * 2 : 256;
         retained_frame *v = malloc(cap * sizeof *v);
         if (!v) {
+            n->next_seq--;
             pthread_mutex_unlock(&n->mu);
             pthread_mutex_unlock(&n->rel_mu);
             rl_buf_unref(b);
@@ -662,7 +611,10 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
         pthread_mutex_lock(&c->send_mu);
         if (!c->closed) {
             int had_out = c->want_out;
-            if (ring_put_ref(c, b, b->data, b->len) == 0) {
+            /* small frames are copied so a burst coalesces into few iovecs */
+            int put = total <= BATCH_MAX_FRAME ? ring_put_copy(c, b->data, b->len)
+                                               : ring_put_ref(c, b, b->data, b->len);
+            if (put == 0) {
                 ring_mark_message(c);
                 /* write now from this thread unless a batch is building up */
                 long long t = now_ns();
@@ -876,9 +828,7 @@ static int deliver(rl_node *n, rl_conn *c, rl_msg *m, const char **why) {
     int kind = m->hdr.kind;
     /* Integrity first: a corrupted frame must not be interpreted at all. */
     if (m->hdr.flags & RL_FLAG_CHECKSUM) {
-        uint32_t crc = rl_crc32c(0, m->frame, RL_HEADER_CRC_OFFSET);
-        crc = rl_crc32c(crc, m->frame + RL_HEADER_SIZE, (size_t)(m->size - RL_HEADER_SIZE));
-        if (crc != m->hdr.crc) {
+        if (frame_crc(m->frame, (size_t)m->size) != m->hdr.crc) {
             rl_msg_free(m);
             *why = "checksum mismatch: a frame was corrupted in transit";
             return RL_EPROTO;
@@ -1311,6 +1261,7 @@ static void *io_main(void *arg) {
         int pending_out = 0;
         int ack_dirty = n->ack_dirty;
         n->ack_dirty = 0;
+        n->ack_wake_sent = 0;
         for (int i = 0; i < n->nconns && i < snap_cap && i < ack_cap; i++) {
             rl_conn *c = n->conns[i];
             snap[ns] = conn_ref(c);
@@ -1659,7 +1610,7 @@ int rl_node_recv(rl_node *n, int qi, rl_msg **out, int max, int timeout_ms) {
     for (;;) {
         if (n->closing) { rc = RL_ECLOSED; break; }
         if (n->q[qi].head) {
-            int k = 0;
+            int k = 0, ack_wake = 0;
             while (k < max && n->q[qi].head) {
                 rl_msg *m = q_unlink(n, qi, NULL, n->q[qi].head);
                 rl_session *sess = m->session;
@@ -1667,9 +1618,17 @@ int rl_node_recv(rl_node *n, int qi, rl_msg **out, int max, int timeout_ms) {
                     if (m->hdr.seq > sess->consumed) sess->consumed = m->hdr.seq;
                     __atomic_sub_fetch(&sess->queued, 1, __ATOMIC_RELAXED);
                     m->session = NULL;
-                    if (!n->ack_dirty) { n->ack_dirty = 1; rl_waker_wake(&n->waker); }
+                    n->ack_dirty = 1;
+                    if (sess->consumed - sess->ack_sent >= ACK_EVERY) ack_wake = 1;
                 }
                 out[k++] = m;
+            }
+            /* Acks ride on the I/O thread's own wake-ups while traffic
+             * flows; wake it only when many are owed or the queue ran dry
+             * (the application caught up: nothing else will wake it soon). */
+            if (n->ack_dirty && (ack_wake || !n->q[qi].head) && !n->ack_wake_sent) {
+                n->ack_wake_sent = 1;
+                rl_waker_wake(&n->waker);
             }
             after_pop(n);
             rc = k;

@@ -21,10 +21,17 @@
 extern "C" {
 #endif
 
+/* 64-byte-aligned memory for frames. Large blocks are recycled through a
+ * small bounded process-wide cache. *cap receives the usable size, which
+ * must be passed back to rl_mem_free. Thread-safe. */
+uint8_t *rl_mem_alloc(size_t size, size_t *cap);
+void rl_mem_free(uint8_t *p, size_t cap);
+
 /* A reference-counted byte buffer. */
 typedef struct rl_buf {
     long refs;            /* atomic */
     size_t len, cap;
+    size_t alloc;         /* what rl_mem_alloc gave */
     uint8_t *data;        /* 64-byte aligned, owned */
 } rl_buf;
 
