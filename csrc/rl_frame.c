@@ -83,7 +83,9 @@ void rl_header_encode(const rl_header *h, uint8_t out[RL_HEADER_SIZE]) {
     put64(out + 24, h->ack);
     put64(out + 32, h->ref);
     put32(out + 40, h->crc);
-    put32(out + 44, 0);
+    /* the header's own checksum: lets a receiver distrust a corrupted
+     * length before it waits for (or allocates) a body */
+    put32(out + 44, (h->flags & RL_FLAG_CHECKSUM) ? rl_crc32c(0, out, RL_HEADER_HCRC_OFFSET) : 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -279,10 +281,14 @@ int rl_header_decode(const uint8_t in[RL_HEADER_SIZE], uint64_t max_message_byte
     h->ack = get64(in + 24);
     h->ref = get64(in + 32);
     h->crc = get32(in + 40);
+    if (h->flags & RL_FLAG_CHECKSUM) {
+        if (get32(in + 44) != rl_crc32c(0, in, RL_HEADER_HCRC_OFFSET)) return RL_EPROTO;
+    } else if (h->crc != 0 || get32(in + 44) != 0) {
+        return RL_EPROTO;
+    }
     if (h->kind == 0 || h->kind > RL_KIND_MAX) return RL_EPROTO;
     if (h->flags & ~(RL_FLAG_REDELIVERED | RL_FLAG_CHECKSUM)) return RL_EPROTO;
-    if (get16(in + 2) != 0 || get32(in + 44) != 0) return RL_EPROTO;
-    if (!(h->flags & RL_FLAG_CHECKSUM) && h->crc != 0) return RL_EPROTO;
+    if (get16(in + 2) != 0) return RL_EPROTO;
     /* meta_len < 2^32, so header + meta + pad < 2^32 + 112; bounding data_len
      * below keeps the sum in rl_frame_size from wrapping even when the
      * caller's limit is close to UINT64_MAX. */

@@ -98,21 +98,25 @@ typedef struct rl_header {
     uint64_t seq;   /* reliable mode: per-session sequence number (0 = unsequenced) */
     uint64_t ack;   /* reliable mode: cumulative ack (0 = none) */
     uint64_t ref;   /* request id (REQUEST/REPLY) or version (PARAMS) */
-    uint32_t crc;   /* CRC32C of the frame when RL_FLAG_CHECKSUM is set, else 0 */
+    uint32_t crc;   /* with RL_FLAG_CHECKSUM: CRC32C of the body (meta, padding,
+                       data); else 0. The header's own CRC32C (bytes 44..47,
+                       over bytes 0..43) is written and checked by
+                       rl_header_encode / rl_header_decode. */
 } rl_header;
 
 void rl_header_encode(const rl_header *h, uint8_t out[RL_HEADER_SIZE]);
-/* Parse and check a header (kind known, reserved bytes zero, sizes within
- * max_message_bytes, no overflow). Returns RL_OK, RL_EPROTO or RL_ELIMIT. */
+/* Parse and check a header (its checksum when flagged, kind known, reserved
+ * bytes zero, sizes within max_message_bytes, no overflow). Returns RL_OK,
+ * RL_EPROTO or RL_ELIMIT. */
 int rl_header_decode(const uint8_t in[RL_HEADER_SIZE], uint64_t max_message_bytes,
                      rl_header *h);
 /* CRC32C (Castagnoli), continuing from crc (start with 0). Uses the SSE4.2
  * instruction where the CPU has it. Thread-safe. */
 uint32_t rl_crc32c(uint32_t crc, const void *p, size_t n);
 extern int rl_crc32c_force_software;   /* tests only: 1 = skip the SSE4.2 path */
-/* Offset of the crc field in the header; the frame checksum covers header
- * bytes [0, RL_HEADER_CRC_OFFSET) and then every body byte. */
-#define RL_HEADER_CRC_OFFSET 40u
+/* With RL_FLAG_CHECKSUM, header bytes 40..43 hold the body's CRC32C and
+ * bytes 44..47 the CRC32C of header bytes 0..43. */
+#define RL_HEADER_HCRC_OFFSET 44u
 
 /* Padding between meta and data (0 when data_len == 0). */
 size_t rl_frame_pad(const rl_header *h);

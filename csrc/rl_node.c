@@ -83,6 +83,7 @@ typedef struct rl_conn {
     long long last_rx_ms;
     /* reliable mode */
     int reliable;              /* frames carry checksums; learner: sequenced */
+    uint64_t last_seq;         /* actor: highest seq put on this connection (send_mu) */
     struct rl_session *sess;   /* learner: the actor's session (under node->mu) */
 } rl_conn;
 
@@ -513,33 +514,30 @@ static int ring_flush_locked(rl_conn *c) {
     return 0;
 }
 
-/* Seal a header for the wire: with a CRC32C over header and body when the
- * link is reliable. */
+/* Seal a header for the wire: on a reliable link it carries the body's
+ * CRC32C (and rl_header_encode adds the header's own). */
 static void seal_header(rl_header *h, uint8_t out[RL_HEADER_SIZE], int checksum,
                         const rl_iov *iov, int iovcnt) {
     h->crc = 0;
     h->flags &= (uint8_t)~RL_FLAG_CHECKSUM;
-    if (checksum) h->flags |= RL_FLAG_CHECKSUM;
-    rl_header_encode(h, out);
-    if (!checksum) return;
-    uint32_t crc = 0;
-    for (int i = 0; i < iovcnt; i++) crc = rl_crc32c(crc, iov[i].base, iov[i].len);
-    h->crc = rl_crc32c(crc, out, RL_HEADER_CRC_OFFSET);
+    if (checksum) {
+        h->flags |= RL_FLAG_CHECKSUM;
+        for (int i = 0; i < iovcnt; i++) h->crc = rl_crc32c(h->crc, iov[i].base, iov[i].len);
+    }
     rl_header_encode(h, out);
 }
 
-/* The frame checksum: CRC32C of the body, continued over header bytes
- * [0, 40). Body first, so a sender can checksum the payload before it knows
- * the sequence number that goes into the header. */
-static uint32_t frame_crc(const uint8_t *frame, size_t size) {
-    uint32_t crc = rl_crc32c(0, frame + RL_HEADER_SIZE, size - RL_HEADER_SIZE);
-    return rl_crc32c(crc, frame, RL_HEADER_CRC_OFFSET);
+static uint32_t body_crc(const uint8_t *frame, size_t size) {
+    return rl_crc32c(0, frame + RL_HEADER_SIZE, size - RL_HEADER_SIZE);
 }
 
-/* Recompute the CRC of a whole frame held in one buffer. */
+/* Recompute both checksums of a whole frame held in one buffer whose
+ * flags byte has RL_FLAG_CHECKSUM set. */
 static void reseal_frame(uint8_t *frame, size_t size) {
-    uint32_t crc = frame_crc(frame, size);
-    memcpy(frame + RL_HEADER_CRC_OFFSET, &crc, 4);
+    uint32_t crc = body_crc(frame, size);
+    memcpy(frame + 40, &crc, 4);
+    crc = rl_crc32c(0, frame, RL_HEADER_HCRC_OFFSET);
+    memcpy(frame + RL_HEADER_HCRC_OFFSET, &crc, 4);
 }
 
 /* Actor, reliable session: a trajectory gets the next sequence number and a
@@ -564,11 +562,11 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
     rl_buf *b = rl_buf_new((size_t)total);
     if (!b) return RL_ENOMEM;
     size_t off = RL_HEADER_SIZE;
-    uint32_t body_crc = 0;
+    uint32_t bcrc = 0;
     for (int i = 0; i < iovcnt; i++) {
         if (iov[i].len) {
             memcpy(b->data + off, iov[i].base, iov[i].len);
-            body_crc = rl_crc32c(body_crc, b->data + off, iov[i].len);
+            bcrc = rl_crc32c(bcrc, b->data + off, iov[i].len);
         }
         off += iov[i].len;
     }
@@ -579,8 +577,7 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
     pthread_mutex_lock(&n->rel_mu);   /* sequence order == ring order */
     pthread_mutex_lock(&n->mu);
     h.seq = ++n->next_seq;
-    rl_header_encode(&h, b->data);
-    h.crc = rl_crc32c(body_crc, b->data, RL_HEADER_CRC_OFFSET);
+    h.crc = bcrc;
     rl_header_encode(&h, b->data);
     if (n->ret_n == n->ret_cap) {
         size_t cap = n->ret_cap ? n->ret_cap * 2 : 256;
@@ -616,6 +613,7 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
                                                : ring_put_ref(c, b, b->data, b->len);
             if (put == 0) {
                 ring_mark_message(c);
+                c->last_seq = h.seq;
                 /* write now from this thread unless a batch is building up */
                 long long t = now_ns();
                 if (!(total <= BATCH_MAX_FRAME && t - c->last_write_ns < BATCH_GAP_NS) ||
@@ -828,7 +826,7 @@ static int deliver(rl_node *n, rl_conn *c, rl_msg *m, const char **why) {
     int kind = m->hdr.kind;
     /* Integrity first: a corrupted frame must not be interpreted at all. */
     if (m->hdr.flags & RL_FLAG_CHECKSUM) {
-        if (frame_crc(m->frame, (size_t)m->size) != m->hdr.crc) {
+        if (body_crc(m->frame, (size_t)m->size) != m->hdr.crc) {
             rl_msg_free(m);
             *why = "checksum mismatch: a frame was corrupted in transit";
             return RL_EPROTO;
@@ -844,7 +842,15 @@ static int deliver(rl_node *n, rl_conn *c, rl_msg *m, const char **why) {
                                              : "the actor closed the connection";
         return RL_ECONNLOST;
     }
-    if (kind == RL_KIND_HEARTBEAT) { rl_msg_free(m); return 0; }
+    if (kind == RL_KIND_HEARTBEAT) {
+        uint64_t sent = m->hdr.ref;
+        rl_msg_free(m);
+        if (c->sess && sent > c->sess->delivered) {
+            *why = "frames were lost in transit (the actor sent more than arrived)";
+            return RL_EPROTO;
+        }
+        return 0;
+    }
     if (kind == RL_KIND_ACK) {
         uint64_t ack = m->hdr.ack;
         rl_msg_free(m);
@@ -1107,8 +1113,13 @@ static int conn_read(rl_node *n, rl_conn *c, const char **why, char *buf, size_t
             rl_header h;
             int rc = rl_header_decode(c->rx + off, n->cfg.limits.max_message_bytes, &h);
             if (rc) {
-                *why = rc == RL_ELIMIT ? "frame larger than max_message_bytes" : "malformed frame header";
+                *why = rc == RL_ELIMIT ? "frame larger than max_message_bytes"
+                                       : "malformed or corrupted frame header";
                 return rc;
+            }
+            if (c->reliable && !(h.flags & RL_FLAG_CHECKSUM)) {
+                *why = "frame without a checksum on a reliable connection";
+                return RL_EPROTO;
             }
             uint64_t size = rl_frame_size(&h);
             if (size <= c->rx_len - off) {
@@ -1145,12 +1156,15 @@ static int conn_read(rl_node *n, rl_conn *c, const char **why, char *buf, size_t
 /* Put a header-only control frame (ACK, HEARTBEAT) on c's ring and mark the
  * connection for writing (send_mu held). */
 static void queue_control(rl_node *n, rl_conn *c, unsigned kind, uint64_t ack) {
-    (void)n;
     rl_header h;
     uint8_t out[RL_HEADER_SIZE];
     memset(&h, 0, sizeof h);
     h.kind = (uint8_t)kind;
     h.ack = ack;
+    /* A reliable actor's heartbeat states the last sequence number it put
+     * on this link: everything before it in the stream, so a learner that
+     * has delivered less knows frames vanished in transit. */
+    if (kind == RL_KIND_HEARTBEAT && n->cfg.role == RL_ROLE_ACTOR && c->reliable) h.ref = c->last_seq;
     seal_header(&h, out, c->reliable, NULL, 0);
     if (ring_put_copy(c, out, sizeof out) == 0) c->want_out = 1;
     c->last_tx_ms = rl_now_ms();
@@ -1501,9 +1515,15 @@ int rl_node_connect(rl_node *n, const char *host, int port, int timeout_ms, rl_h
     int first = n->learner_id == 0;
     int restarted = !first && peer->node_id != n->learner_id;
     n->learner_id = peer->node_id;
+    if (restarted) {   /* a new learner numbers its parameter versions afresh */
+        rl_msg_free(n->params_in);
+        n->params_in = NULL;
+        n->params_in_version = 0;
+    }
     if (c->reliable) n->reliable = 1;
     if (n->reliable) {
         c->reliable = 1;
+        c->last_seq = peer->resume_seq;
         /* Resend what the learner has not delivered. A learner that
          * restarted lost what its application had not acknowledged: those
          * go again, flagged as possible redeliveries. */
@@ -1516,6 +1536,7 @@ int rl_node_connect(rl_node *n, const char *host, int port, int timeout_ms, rl_h
             }
             if (ring_put_ref(c, r->buf, r->buf->data, r->buf->len) == 0) ring_mark_message(c);
             r->queued = 1;
+            c->last_seq = r->seq;
         }
         if (c->ring.bytes) c->want_out = 1;
     }
@@ -1554,6 +1575,25 @@ void rl_node_fail(rl_node *n, const char *reason) {
     snprintf(n->lost_reason, sizeof n->lost_reason, "%s", reason ? reason : "gave up reconnecting");
     pthread_cond_broadcast(&n->cv);
     pthread_mutex_unlock(&n->mu);
+}
+
+int rl_node_wait_acked(rl_node *n, int timeout_ms) {
+    long long deadline = to_deadline(timeout_ms);
+    int rc = RL_OK;
+    pthread_mutex_lock(&n->mu);
+    while (n->ret_n > 0 && !n->failed) {
+        if (timed_wait(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
+    }
+    if (n->ret_n > 0) rc = RL_ETIMEDOUT;
+    pthread_mutex_unlock(&n->mu);
+    return rc;
+}
+
+uint64_t rl_node_learner_id(rl_node *n) {
+    pthread_mutex_lock(&n->mu);
+    uint64_t id = n->learner_id;
+    pthread_mutex_unlock(&n->mu);
+    return id;
 }
 
 uint64_t rl_node_conn_gen(rl_node *n) {

@@ -122,6 +122,13 @@ void rl_node_fail(rl_node *n, const char *reason);
  * sent under one value whose reply has not come when it changes failed. */
 uint64_t rl_node_conn_gen(rl_node *n);
 
+/* Actor, reliable mode: wait until every retained message is acknowledged
+ * (RL_OK), or timeout_ms passes (RL_ETIMEDOUT). */
+int rl_node_wait_acked(rl_node *n, int timeout_ms);
+
+/* Actor: node id of the learner last connected (changes when it restarted). */
+uint64_t rl_node_learner_id(rl_node *n);
+
 /* Snapshot of the counters. Thread-safe. */
 void rl_node_stats(rl_node *n, rl_stats *out);
 

@@ -787,6 +787,17 @@ cdef class _Node:
     def conn_gen(self):
         return rl_node_conn_gen(self.n)
 
+    def learner_id(self):
+        return rl_node_learner_id(self.n)
+
+    def wait_acked(self, double timeout):
+        """True once nothing is retained, False after timeout seconds."""
+        cdef int ms = <int>(timeout * 1000) if timeout > 0 else 0
+        cdef int rc
+        with nogil:
+            rc = rl_node_wait_acked(self.n, ms)
+        return rc == RL_OK
+
     def wait_lost(self, double timeout):
         """True when the connection is lost, False on timeout; ClosedError if closed."""
         cdef int ms = <int>(timeout * 1000)
@@ -854,8 +865,8 @@ cdef class _Node:
             if st["reliable"]:
                 raise _errors.ConnectionLostError(
                     f"{what} failed: the connection to the learner was lost ({reason}); "
-                    f"{st['retained']} messages are un-acknowledged and retained: "
-                    f"call reconnect() to resume once the learner is back")
+                    f"{st['retained']} messages are un-acknowledged and retained and will be resent "
+                    f"on reconnection (automatic; once the retries are exhausted, call reconnect())")
             raise _errors.ConnectionLostError(
                 f"{what} failed: the connection to the learner was lost ({reason}); "
                 f"create a new ActorNode to reconnect")

@@ -282,8 +282,9 @@ class ActorNode(_Node):
     Reliable mode (``LearnerNode(reliable=True)``, or ``reliable=True`` here)
     retains every trajectory until the learner's application has taken it
     and reconnects by itself after a fault: up to ``retry_attempts`` tries
-    (default: what the learner announces), waiting ``retry_backoff`` seconds
-    before the first and doubling (with jitter) up to ``retry_backoff_max``.
+    (default: what the learner announces); the first at once, then waiting
+    ``retry_backoff`` seconds and doubling (with jitter) up to
+    ``retry_backoff_max``.
     Sends keep succeeding while disconnected until ``retain_bytes`` of
     un-acknowledged messages are held, then block. When the tries run out,
     calls raise :class:`rlink.ConnectionLostError`; :meth:`reconnect` resumes.
@@ -332,6 +333,7 @@ class ActorNode(_Node):
         self._request_ids = itertools.count(1)
         self._latest: Parameters | None = None
         self._returned = 0
+        self._params_from = self.learner_id
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
         if self.reliable:
@@ -415,6 +417,14 @@ class ActorNode(_Node):
             self._start_keeper(core)
 
     def close(self, timeout: float = 1.0) -> None:
+        """Close the actor. In reliable mode, first wait up to ``timeout``
+        seconds for the learner to acknowledge every retained message; what
+        is still un-acknowledged then is discarded and logged."""
+        core = self._core
+        if core is not None and self._pid == os.getpid() and getattr(self, "reliable", False):
+            if not core.wait_acked(float(timeout)):
+                log.warning("%s: closing with %d un-acknowledged messages discarded",
+                            self, core.stats()["retained"])
         stop = getattr(self, "_stop", None)
         if stop is not None:
             stop.set()
@@ -465,9 +475,18 @@ class ActorNode(_Node):
         (_peer, _ref, _flags, value), = self._core_or_raise().recv(_core.Q_PUSH, 1, timeout)
         return value
 
+    def _follow_learner(self, core: Any) -> None:
+        """A restarted learner numbers parameter versions afresh."""
+        learner = core.learner_id()
+        if learner != self._params_from:
+            self._params_from = learner
+            self._latest = None
+            self._returned = 0
+
     def latest_parameters(self) -> Parameters | None:
         """The newest parameters received so far, without blocking (None before the first)."""
         core = self._core_or_raise()
+        self._follow_learner(core)
         held = self._latest.version if self._latest else 0
         try:
             self._latest = Parameters(*core.take_params(held, 0))
@@ -481,6 +500,7 @@ class ActorNode(_Node):
         """Block until parameters newer than ``newer_than`` are held (default:
         newer than the version this actor last returned) and return the newest."""
         core = self._core_or_raise()
+        self._follow_learner(core)
         floor = self._returned if newer_than is None else newer_than
         held = self._latest.version if self._latest else 0
         try:

@@ -169,6 +169,8 @@ cdef extern from "rl_node.h" nogil:
     int rl_node_wait_lost(rl_node *n, int timeout_ms)
     void rl_node_fail(rl_node *n, const char *reason)
     uint64_t rl_node_conn_gen(rl_node *n)
+    int rl_node_wait_acked(rl_node *n, int timeout_ms)
+    uint64_t rl_node_learner_id(rl_node *n)
     void rl_node_stats(rl_node *n, rl_stats *out)
     void rl_node_cancel_reply(rl_node *n, uint64_t request_id)
     int rl_node_take_params(rl_node *n, uint64_t newer_than, int timeout_ms, rl_msg **out)
