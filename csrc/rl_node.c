@@ -172,6 +172,7 @@ struct rl_node {
     int nsessions, capsessions;
     int ack_dirty;             /* the application took sequenced messages */
     int ack_wake_sent;         /* the I/O thread was woken to acknowledge them */
+    long long last_ack_wake_ms;
 
     /* counters (atomic) */
     uint64_t st_sent, st_received, st_dropped, st_redelivered, st_duplicates,
@@ -1350,6 +1351,7 @@ static void *io_main(void *arg) {
         }
 
         int timeout = n->cfg.heartbeat_ms > 0 && n->cfg.heartbeat_ms < 1000 ? n->cfg.heartbeat_ms : 1000;
+        if (n->nsessions) timeout = timeout < 5 ? timeout : 5;   /* acks stay prompt */
         if (next_deadline >= 0) {
             long long t = next_deadline - now;
             if (t < timeout) timeout = t < 0 ? 0 : (int)t;
@@ -1664,11 +1666,19 @@ int rl_node_recv(rl_node *n, int qi, rl_msg **out, int max, int timeout_ms) {
                 out[k++] = m;
             }
             /* Acks ride on the I/O thread's own wake-ups while traffic
-             * flows; wake it only when many are owed or the queue ran dry
-             * (the application caught up: nothing else will wake it soon). */
-            if (n->ack_dirty && (ack_wake || !n->q[qi].head) && !n->ack_wake_sent) {
-                n->ack_wake_sent = 1;
-                rl_waker_wake(&n->waker);
+             * flows. Wake it when many are owed, or when the queue ran dry
+             * (the application caught up) at most once a millisecond:
+             * a fast consumer that empties the queue on every call would
+             * otherwise cost two thread wake-ups per call. A rate-limited
+             * ack goes out with the next read or within the I/O thread's
+             * poll interval. */
+            if (n->ack_dirty && !n->ack_wake_sent) {
+                long long t = ack_wake ? 0 : rl_now_ms();
+                if (ack_wake || (!n->q[qi].head && t - n->last_ack_wake_ms >= 1)) {
+                    n->ack_wake_sent = 1;
+                    n->last_ack_wake_ms = t ? t : rl_now_ms();
+                    rl_waker_wake(&n->waker);
+                }
             }
             after_pop(n);
             rc = k;
