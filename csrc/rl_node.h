@@ -39,6 +39,8 @@ typedef struct rl_msg {
     uint64_t size;
     size_t cap;               /* allocated bytes at frame (internal) */
     void *session;            /* learner, reliable mode: its session (internal) */
+    uint32_t body_crc;        /* body CRC32C computed while reading (internal) */
+    int body_crc_done;
 } rl_msg;
 
 /* Release a message (any thread). Large frame buffers are recycled. */

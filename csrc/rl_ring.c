@@ -76,9 +76,23 @@ void rl_mem_free(uint8_t *p, size_t cap) {
 
 
 rl_buf *rl_buf_new(size_t cap) {
+    if (cap > SIZE_MAX - 256) return NULL;
+    if (cap < FRAME_CACHE_MIN) {
+        /* small: one allocation holds the struct and its 64-aligned data */
+        size_t head = (sizeof(rl_buf) + 63) & ~(size_t)63;
+        size_t total = (head + cap + 63) & ~(size_t)63;
+        uint8_t *mem = aligned_alloc(64, total);
+        if (!mem) return NULL;
+        rl_buf *b = (rl_buf *)mem;
+        b->data = mem + head;
+        b->alloc = 0;   /* inline */
+        b->refs = 1;
+        b->len = 0;
+        b->cap = cap;
+        return b;
+    }
     rl_buf *b = malloc(sizeof *b);
     if (!b) return NULL;
-    if (cap > SIZE_MAX - 64) { free(b); return NULL; }
     b->data = rl_mem_alloc(cap, &b->alloc);
     if (!b->data) { free(b); return NULL; }
     b->refs = 1;
@@ -94,7 +108,7 @@ rl_buf *rl_buf_ref(rl_buf *b) {
 
 void rl_buf_unref(rl_buf *b) {
     if (b && __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0) {
-        rl_mem_free(b->data, b->alloc);
+        if (b->alloc) rl_mem_free(b->data, b->alloc);
         free(b);
     }
 }

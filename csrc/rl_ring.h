@@ -31,7 +31,7 @@ void rl_mem_free(uint8_t *p, size_t cap);
 typedef struct rl_buf {
     long refs;            /* atomic */
     size_t len, cap;
-    size_t alloc;         /* what rl_mem_alloc gave */
+    size_t alloc;         /* what rl_mem_alloc gave; 0 = data inline after the struct */
     uint8_t *data;        /* 64-byte aligned, owned */
 } rl_buf;
 
