@@ -180,48 +180,41 @@ static inline uint32_t crc_shift(uint32_t zeros[][256], uint32_t crc) {
            zeros[3][crc >> 24];
 }
 
+/* Consume whole groups of three blk-byte blocks from p, each block in its
+ * own stream, and fold the three CRCs into *c0. */
+__attribute__((target("sse4.2"))) static const uint8_t *crc_hw_3way(uint64_t *c0, const uint8_t *p,
+                                                                    size_t *n, size_t blk,
+                                                                    uint32_t zeros[][256]) {
+    while (*n >= 3 * blk) {
+        uint64_t a = *c0, b = 0, c = 0, v0, v1, v2;
+        const uint8_t *end = p + blk;
+        do {
+            memcpy(&v0, p, 8);
+            memcpy(&v1, p + blk, 8);
+            memcpy(&v2, p + 2 * blk, 8);
+            a = __builtin_ia32_crc32di(a, v0);
+            b = __builtin_ia32_crc32di(b, v1);
+            c = __builtin_ia32_crc32di(c, v2);
+            p += 8;
+        } while (p < end);
+        a = crc_shift(zeros, (uint32_t)a) ^ (uint32_t)b;
+        *c0 = crc_shift(zeros, (uint32_t)a) ^ (uint32_t)c;
+        p += 2 * blk;
+        *n -= 3 * blk;
+    }
+    return p;
+}
+
 __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const uint8_t *p, size_t n) {
     if (!__atomic_load_n(&crc_hw_ready, __ATOMIC_ACQUIRE)) {
         crc_zeros(crc_long, CRC_LONG);     /* idempotent: racing threads write the same */
         crc_zeros(crc_short, CRC_SHORT);
         __atomic_store_n(&crc_hw_ready, 1, __ATOMIC_RELEASE);
     }
-    uint64_t c0 = c, c1, c2, v0, v1, v2;
+    uint64_t c0 = c, v0;
     while (n && ((uintptr_t)p & 7)) { c0 = __builtin_ia32_crc32qi((uint32_t)c0, *p++); n--; }
-    while (n >= 3 * CRC_LONG) {
-        c1 = c2 = 0;
-        const uint8_t *end = p + CRC_LONG;
-        do {
-            memcpy(&v0, p, 8);
-            memcpy(&v1, p + CRC_LONG, 8);
-            memcpy(&v2, p + 2 * CRC_LONG, 8);
-            c0 = __builtin_ia32_crc32di(c0, v0);
-            c1 = __builtin_ia32_crc32di(c1, v1);
-            c2 = __builtin_ia32_crc32di(c2, v2);
-            p += 8;
-        } while (p < end);
-        c0 = crc_shift(crc_long, (uint32_t)c0) ^ (uint32_t)c1;
-        c0 = crc_shift(crc_long, (uint32_t)c0) ^ (uint32_t)c2;
-        p += 2 * CRC_LONG;
-        n -= 3 * CRC_LONG;
-    }
-    while (n >= 3 * CRC_SHORT) {
-        c1 = c2 = 0;
-        const uint8_t *end = p + CRC_SHORT;
-        do {
-            memcpy(&v0, p, 8);
-            memcpy(&v1, p + CRC_SHORT, 8);
-            memcpy(&v2, p + 2 * CRC_SHORT, 8);
-            c0 = __builtin_ia32_crc32di(c0, v0);
-            c1 = __builtin_ia32_crc32di(c1, v1);
-            c2 = __builtin_ia32_crc32di(c2, v2);
-            p += 8;
-        } while (p < end);
-        c0 = crc_shift(crc_short, (uint32_t)c0) ^ (uint32_t)c1;
-        c0 = crc_shift(crc_short, (uint32_t)c0) ^ (uint32_t)c2;
-        p += 2 * CRC_SHORT;
-        n -= 3 * CRC_SHORT;
-    }
+    p = crc_hw_3way(&c0, p, &n, CRC_LONG, crc_long);
+    p = crc_hw_3way(&c0, p, &n, CRC_SHORT, crc_short);
     while (n >= 8) {
         memcpy(&v0, p, 8);
         c0 = __builtin_ia32_crc32di(c0, v0);
