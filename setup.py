@@ -14,9 +14,8 @@ import os
 import sys
 from glob import glob
 
-import numpy
-from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 
 def _flag(name):
@@ -35,6 +34,11 @@ directives = {
     "embedsignature": True,
     "boundscheck": False,
     "wraparound": False,
+    # No auto-generated __reduce_cython__/__setstate_cython__ (nodes and frames
+    # hold C pointers and cannot be pickled) and no doctest __test__ dict: the
+    # module's namespace is then exactly what rlink/_core.pyi describes.
+    "auto_pickle": False,
+    "autotestdict": False,
 }
 
 if not MSVC:
@@ -56,20 +60,36 @@ if DEBUG:
 ext = Extension(
     "rlink._core",
     sources=["rlink/_core.pyx", *sorted(glob("csrc/*.c"))],  # not csrc/tests/
-    include_dirs=["csrc", numpy.get_include()],
+    include_dirs=["csrc"],
     define_macros=define_macros,
     extra_compile_args=compile_args,
     extra_link_args=link_args,
 )
 
-setup(
-    ext_modules=cythonize(
-        [ext],
-        compiler_directives=directives,
-        # "rlink" lets `cimport rl` find rlink/rl.pxd as well as `from rlink cimport rl`.
-        include_path=["rlink"],
-        annotate=ANNOTATE,
-        # Cython skips an up-to-date _core.c; regenerate when tracing must be compiled in.
-        force=DEBUG,
-    ),
-)
+
+class BuildExt(build_ext):
+    """Cythonize (and ask numpy for its headers) only when extensions are built,
+    not when setup.py merely describes them (`python -m build --sdist`)."""
+
+    def run(self):
+        import numpy
+        from Cython.Build import cythonize
+
+        for e in self.extensions:
+            e.include_dirs.append(numpy.get_include())
+        cythonized = cythonize(
+            self.extensions,
+            compiler_directives=directives,
+            # "rlink" lets `cimport rl` find rlink/rl.pxd as well as `from rlink cimport rl`.
+            include_path=["rlink"],
+            annotate=ANNOTATE,
+            # Cython skips an up-to-date _core.c; regenerate when tracing must be compiled in.
+            force=DEBUG,
+        )
+        # Keep setuptools' own (finalized) Extension objects; take the .c sources.
+        for e, c in zip(self.extensions, cythonized):
+            e.sources = c.sources
+        super().run()
+
+
+setup(ext_modules=[ext], cmdclass={"build_ext": BuildExt})

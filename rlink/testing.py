@@ -44,7 +44,7 @@ import socket
 import struct
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 __all__ = ["FaultProxy"]
 
@@ -181,7 +181,9 @@ class FaultProxy:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         if not infos:  # pragma: no cover - getaddrinfo raises instead
             raise OSError(f"cannot resolve {target!r}")
-        self._target_family, _, _, _, self._target_addr = infos[0]
+        family, _, _, _, addr = infos[0]
+        self._target_family: socket.AddressFamily = family
+        self._target_addr: Any = addr
         self.target = target
         self._seed = seed
 
@@ -595,6 +597,7 @@ class FaultProxy:
             return conn.fin_deadline
         if conn.state == "cutting":
             d = conn.cut_dir
+            assert d is not None
             dst = conn.s if d is conn.up else conn.c
             if _unsent(dst) > 0 and now - conn.cut_started < _DRAIN_WAIT:
                 return now + _DRAIN_POLL
