@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import ipaddress
 import random
 import selectors
 import socket
@@ -72,14 +73,23 @@ def _split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _unsent(sock: socket.socket) -> int:
-    """Bytes in the kernel send queue not yet acknowledged by the peer (Linux); 0 if unknown."""
+_SIOCOUTQNSD = 0x894B          # Linux: bytes in the send queue not yet transmitted
+
+
+def _unsent(sock: socket.socket, loopback: bool) -> int:
+    """Bytes the kernel still holds for the peer (Linux; 0 if unknown). Over
+    loopback a transmitted byte is already in the peer's receive queue, so
+    only untransmitted bytes count there (waiting for the ACK could take a
+    delayed-ACK timeout of ~40 ms); elsewhere, unacknowledged bytes count too."""
     try:
         import fcntl
         import termios
-        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        request = _SIOCOUTQNSD if loopback else termios.TIOCOUTQ
+        raw = fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0")
         return struct.unpack("i", raw)[0]
     except (ImportError, AttributeError, OSError, ValueError):
+        if loopback:
+            return _unsent(sock, False)
         return 0
 
 
@@ -184,6 +194,10 @@ class FaultProxy:
         family, _, _, _, addr = infos[0]
         self._target_family: socket.AddressFamily = family
         self._target_addr: Any = addr
+        try:
+            self._loopback = ipaddress.ip_address(addr[0]).is_loopback
+        except ValueError:
+            self._loopback = False
         self.target = target
         self._seed = seed
 
@@ -307,7 +321,8 @@ class FaultProxy:
     def stall(self, seconds: float) -> None:
         """Stop forwarding for ``seconds``: the proxy neither reads nor writes,
         so the peers' buffers fill up and senders feel back-pressure; then
-        everything resumes and nothing is lost."""
+        everything resumes and nothing is lost. A reset or FIN that is due
+        meanwhile (``rst_after(0)``) still happens at once."""
         seconds = _check_seconds("seconds", seconds)
 
         def apply(conn: _Conn, now: float) -> None:
@@ -481,7 +496,8 @@ class FaultProxy:
                 else:
                     conn.state = "open"
             return
-        if events & selectors.EVENT_READ:
+        # A stall may have begun after select() reported the socket readable.
+        if events & selectors.EVENT_READ and not (conn.state == "open" and now < conn.stall_until):
             self._read(conn, conn.up if sock is conn.c else conn.down, now)
         # writes are attempted for every connection in _pump
 
@@ -599,7 +615,7 @@ class FaultProxy:
             d = conn.cut_dir
             assert d is not None
             dst = conn.s if d is conn.up else conn.c
-            if _unsent(dst) > 0 and now - conn.cut_started < _DRAIN_WAIT:
+            if _unsent(dst, self._loopback) > 0 and now - conn.cut_started < _DRAIN_WAIT:
                 return now + _DRAIN_POLL
             self._cut(conn, d.cut_kind, now)
             return conn.fin_deadline if conn.state == "fin" else None
@@ -613,6 +629,12 @@ class FaultProxy:
 
         if conn.stall_until:
             if now < conn.stall_until:
+                for d in (conn.up, conn.down):   # a cut already due (rst_after(0)) does not wait
+                    if d.cut_at is not None and d.pos >= d.cut_at and not d.out and not d.eof:
+                        conn.state = "cutting"
+                        conn.cut_dir = d
+                        conn.cut_started = now
+                        return self._pump(conn, now)
                 soon(conn.stall_until)
                 return deadline
             conn.stall_until = 0.0

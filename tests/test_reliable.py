@@ -504,7 +504,7 @@ def test_blackholed_peer_detected_when_idle():
 def test_slow_reader_is_not_torn_down():
     """The learner does not read for 4x the peer timeout while the actor is
     blocked on back-pressure: no reconnect, nothing lost or duplicated."""
-    fast = dict(heartbeat_interval=0.1, peer_timeout=0.5)
+    fast = dict(heartbeat_interval=0.2, peer_timeout=1.0)
     with rlink.LearnerNode(port=0, reliable=True, max_queue_messages=16, **fast) as learner, \
             rlink.ActorNode(learner.address, **fast, **ACTOR_KW) as actor:
         n = 3000
@@ -519,7 +519,7 @@ def test_slow_reader_is_not_torn_down():
 
         th = threading.Thread(target=flood, daemon=True)
         th.start()
-        time.sleep(2.0)                        # the simulated slow learner: 4 x peer_timeout
+        time.sleep(4.0)                        # the simulated slow learner: 4 x peer_timeout
         got = [int(learner.receive(timeout=T)["seq"]) for _ in range(n)]
         th.join(T)
         assert not errors
@@ -570,6 +570,36 @@ def test_unreliable_mode_at_most_once_and_not_silent():
         assert "dropped" in st
         print(f"unreliable RST: sent {sent}, received {len(seqs)}, actor dropped {st['dropped']}, "
               f"learner dropped {learner.stats()['dropped']}")
+
+
+def test_unreliable_mode_counts_what_it_drops():
+    """Messages still queued in the actor when the connection breaks are
+    counted in ``stats()["dropped"]``: the proxy stalls (the actor's send
+    queue fills), then resets."""
+    with rlink.LearnerNode(port=0) as learner, FaultProxy(learner.address) as proxy, \
+            rlink.ActorNode(proxy.address, connect_timeout=T, send_queue_bytes=1 << 20) as actor:
+        actor.send_trajectory(message(0, 1024))
+        assert int(learner.receive(timeout=T)["seq"]) == 0
+        proxy.stall(3600)
+        sent = 1
+        with pytest.raises(rlink.TimeoutError):
+            for i in range(1, 1_000_000):        # kernel buffers, then the 1 MiB queue, fill up
+                actor.send_trajectory(message(i, 1024), timeout=0.5)
+                sent = i + 1
+        proxy.rst_after(0)
+        assert proxy.wait_event("rst")
+        with pytest.raises(rlink.ConnectionLostError):
+            for i in range(sent, sent + 1000):
+                actor.send_trajectory(message(i, 1024), timeout=T)
+        got = []
+        with contextlib.suppress(rlink.TimeoutError):
+            while True:
+                got.append(int(learner.receive(timeout=1.0)["seq"]))
+        dropped = actor.stats()["dropped"]
+        assert got == list(range(len(got)))
+        assert 1 + len(got) + dropped <= sent + 1, (sent, len(got), dropped)
+        # what sat in the actor's own queue (about 1 MiB of 1 KiB messages) is counted
+        assert dropped >= (1 << 20) // 2 // 1100, (sent, len(got), dropped)
 
 
 # --------------------------------------------------------------------------

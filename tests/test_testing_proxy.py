@@ -390,6 +390,21 @@ def test_stall_loses_nothing(echo):
         assert proxy.bytes_dropped == 0
 
 
+def test_reset_during_a_stall_happens_at_once(echo):
+    with FaultProxy(target=echo.address) as proxy:
+        with connect(proxy) as c:
+            c.sendall(b"hi")
+            assert read_exactly(c, 2) == b"hi"
+            proxy.stall(3600)
+            c.sendall(b"held" * 1000)               # waits in the kernel buffers
+            proxy.rst_after(0)
+            assert proxy.wait_event("rst")
+            got, err = read_all(c)
+        assert got == b""
+        assert isinstance(err, ConnectionResetError)
+        assert echo.connection(0).data == b"hi"
+
+
 # --------------------------------------------------------------------------
 # flip_byte, refuse_next, blackhole
 # --------------------------------------------------------------------------
