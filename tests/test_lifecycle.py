@@ -21,17 +21,7 @@ import rlink
 T = 10.0
 
 
-# Fixtures live here rather than in conftest.py (which other work also edits).
-@pytest.fixture
-def learner():
-    with rlink.LearnerNode(port=0) as node:
-        yield node
-
-
-@pytest.fixture
-def actor(learner):
-    with rlink.ActorNode(learner.address, connect_timeout=T) as node:
-        yield node
+# learner and actor fixtures come from conftest.py.
 
 
 def wait_until(cond, timeout=T, interval=0.005):

@@ -13,33 +13,7 @@ import rlink
 T = 10.0
 
 
-# Fixtures live here rather than in conftest.py (which other work also edits).
-@pytest.fixture
-def learner():
-    with rlink.LearnerNode(port=0) as node:
-        yield node
-
-
-@pytest.fixture
-def actor(learner):
-    with rlink.ActorNode(learner.address, connect_timeout=T) as node:
-        yield node
-
-
-@pytest.fixture
-def make_actor(learner):
-    """Factory for extra actors connected to ``learner``; all closed on teardown."""
-    made = []
-
-    def make(**kwargs):
-        kwargs.setdefault("connect_timeout", T)
-        node = rlink.ActorNode(learner.address, **kwargs)
-        made.append(node)
-        return node
-
-    yield make
-    for node in reversed(made):
-        node.close()
+# learner, actor and make_actor fixtures come from conftest.py.
 
 
 def wait_until(cond, timeout=T, interval=0.005):
