@@ -35,6 +35,7 @@ const char *rl_strerror(int code) {
     case RL_EINVAL: return "invalid argument";
     case RL_ESYS: return "system error";
     case RL_ETOOBIG: return "message too large";
+    case RL_EAUTH: return "authentication failed";
     default: return "unknown error";
     }
 }
@@ -65,7 +66,7 @@ int rl_hello_decode(const uint8_t in[RL_HELLO_SIZE], rl_hello *h) {
     h->retry_attempts = get32(in + 28);
     if (h->version != RL_PROTOCOL_VERSION) return RL_EVERSION;
     if (h->role != RL_ROLE_ACTOR && h->role != RL_ROLE_LEARNER) return RL_EPROTO;
-    if (h->flags & ~RL_HELLO_RELIABLE) return RL_EPROTO;
+    if (h->flags & ~(RL_HELLO_RELIABLE | RL_HELLO_AUTH)) return RL_EPROTO;
     if (h->node_id == 0) return RL_EPROTO;
     return RL_OK;
 }

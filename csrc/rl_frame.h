@@ -38,7 +38,8 @@ enum {
     RL_ECONNREFUSED = -11,
     RL_EINVAL = -12,      /* bad argument from the local caller */
     RL_ESYS = -13,        /* other OS error; see errno */
-    RL_ETOOBIG = -14      /* a local message larger than max_message_bytes */
+    RL_ETOOBIG = -14,     /* a local message larger than max_message_bytes */
+    RL_EAUTH = -15        /* handshake: the shared-secret authentication failed */
 };
 
 /* A short static description of an RL_E* code. Never NULL. */
@@ -50,7 +51,9 @@ const char *rl_strerror(int code);
 #define RL_HELLO_SIZE 32u
 
 enum { RL_ROLE_ACTOR = 1, RL_ROLE_LEARNER = 2 };
-enum { RL_HELLO_RELIABLE = 1u << 0 };
+/* RL_HELLO_AUTH: the sender authenticates with a shared key; an HMAC
+ * challenge-response follows the hellos (PROTOCOL.md section 3.5). */
+enum { RL_HELLO_RELIABLE = 1u << 0, RL_HELLO_AUTH = 1u << 1 };
 
 typedef struct rl_hello {
     uint16_t version;

@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include "rl_node.h"
+#include "rl_auth.h"
 #include "rl_poll.h"
 #include "rl_ring.h"
 #include "rl_sock.h"
@@ -29,6 +30,8 @@
 /* types                                                                    */
 /* ======================================================================== */
 enum { CONN_HANDSHAKE = 1, CONN_OPEN = 2, CONN_CLOSED = 3 };
+enum { HS_HELLO = 0, HS_PROOF = 1 };
+#define RL_NONCE_SIZE 32u
 
 #define RX_CAP (128u * 1024u)      /* small-frame receive buffer */
 #define RX_SMALL_MAX (64u * 1024u) /* larger frames are read straight into their own buffer */
@@ -59,8 +62,11 @@ typedef struct rl_conn {
     long long deadline_ms;     /* handshake deadline */
     unsigned interest;         /* current poller interest, I/O thread only */
     /* receive side: I/O thread only */
-    uint8_t hs[RL_HELLO_SIZE];
-    size_t hs_have;
+    uint8_t hs[2 * RL_HELLO_SIZE]; /* hello (+ nonce when authenticating), then the proof */
+    size_t hs_have, hs_need;
+    int hs_phase;              /* HS_HELLO, HS_PROOF */
+    rl_hello hs_peer;          /* the actor's hello while its proof is awaited */
+    uint8_t hs_expect[RL_SHA256_SIZE];  /* the proof a holder of the key sends */
     uint8_t *rx;
     size_t rx_len;
     rl_msg *big;
@@ -117,9 +123,11 @@ typedef struct msgq {
 } msgq;
 
 struct rl_node {
-    rl_config cfg;
+    rl_config cfg;             /* cfg.auth_key points at auth_key below */
+    uint8_t *auth_key;
     uint64_t id;
     int lfd;
+    long long accept_paused_until;   /* I/O thread: out of fds, retry accepting then */
     rl_waker waker;
     rl_poller *poller;
     pthread_t thread;
@@ -344,6 +352,7 @@ static rl_conn *conn_new(int fd, int state) {
     c->refs = 1;
     c->fd = fd;
     c->state = state;
+    c->hs_need = RL_HELLO_SIZE;
     pthread_mutex_init(&c->send_mu, NULL);
     cond_init_mono(&c->send_cv);
     rl_ring_init(&c->ring);
@@ -1004,34 +1013,52 @@ static rl_session *session_get(rl_node *n, uint64_t id, uint64_t resume) {
     return s;
 }
 
-/* Learner: the actor's hello is complete. */
-static int finish_handshake(rl_node *n, rl_conn *c, const char **why, char *buf, size_t bufsz) {
-    rl_hello peer, mine;
-    int rc = rl_hello_decode(c->hs, &peer);
-    memset(&mine, 0, sizeof mine);
-    mine.version = RL_PROTOCOL_VERSION;
-    mine.role = RL_ROLE_LEARNER;
-    mine.flags = n->cfg.reliable ? RL_HELLO_RELIABLE : 0;
-    mine.node_id = n->id;
-    mine.max_message = (uint32_t)(n->cfg.limits.max_message_bytes >> 20);
-    mine.retry_attempts = n->cfg.retry_attempts;
+/* The learner's hello as this node would send it (resume_seq filled later). */
+static void learner_hello(rl_node *n, rl_hello *mine) {
+    memset(mine, 0, sizeof *mine);
+    mine->version = RL_PROTOCOL_VERSION;
+    mine->role = RL_ROLE_LEARNER;
+    mine->flags = (uint8_t)((n->cfg.reliable ? RL_HELLO_RELIABLE : 0) |
+                            (n->cfg.auth_key_len ? RL_HELLO_AUTH : 0));
+    mine->node_id = n->id;
+    mine->max_message = (uint32_t)(n->cfg.limits.max_message_bytes >> 20);
+    mine->retry_attempts = n->cfg.retry_attempts;
+}
+
+/* Both proofs of the authentication exchange (PROTOCOL.md 3.5):
+ * HMAC-SHA256(key, label || 0x00 || actor hello || actor nonce ||
+ *             learner hello || learner nonce). */
+static void auth_proof(const rl_node *n, const char *label, const uint8_t actor_hs[2 * RL_HELLO_SIZE],
+                       const uint8_t learner_hs[2 * RL_HELLO_SIZE], uint8_t out[RL_SHA256_SIZE]) {
+    rl_hmac m;
+    rl_hmac_init(&m, n->cfg.auth_key, n->cfg.auth_key_len);
+    rl_hmac_update(&m, label, strlen(label) + 1);
+    rl_hmac_update(&m, actor_hs, 2 * RL_HELLO_SIZE);
+    rl_hmac_update(&m, learner_hs, 2 * RL_HELLO_SIZE);
+    rl_hmac_final(&m, out);
+}
+#define AUTH_LABEL_LEARNER "rlink-auth-v1 learner"
+#define AUTH_LABEL_ACTOR "rlink-auth-v1 actor"
+
+/* Queue bytes on a handshaking connection and write them (send_mu taken). */
+static int conn_send_now(rl_conn *c, const void *p, size_t len) {
+    pthread_mutex_lock(&c->send_mu);
+    int rc = ring_put_copy(c, p, len);
+    if (!rc) rc = ring_flush_locked(c);
+    pthread_mutex_unlock(&c->send_mu);
+    return rc;
+}
+
+/* Learner: the actor proved itself (or no key is configured): open the
+ * connection, attach its reliable session, send the final hello. */
+static int open_conn(rl_node *n, rl_conn *c, const rl_hello *peer, const char **why) {
+    rl_hello mine;
     uint8_t out[RL_HELLO_SIZE];
-    rl_hello_encode(&mine, out);
-    if (rc == RL_EVERSION) {
-        void *b = out;
-        size_t l = sizeof out;
-        rl_sock_writev(c->fd, &b, &l, 1);  /* best effort: let the peer name both versions */
-        snprintf(buf, bufsz, "peer speaks rlink protocol version %u, this node speaks %u",
-                 (unsigned)peer.version, RL_PROTOCOL_VERSION);
-        *why = buf;
-        return rc;
-    }
-    if (rc) { *why = "bad handshake (not an rlink peer?)"; return rc; }
-    if (peer.role != RL_ROLE_ACTOR) { *why = "peer is not an actor"; return RL_EPROTO; }
+    learner_hello(n, &mine);
 
     /* The same actor reconnecting replaces its old (possibly half-open) link. */
     pthread_mutex_lock(&n->mu);
-    rl_conn *old = table_find(n, peer.node_id, 0);
+    rl_conn *old = table_find(n, peer->node_id, 0);
     if (old) conn_ref(old);
     pthread_mutex_unlock(&n->mu);
     if (old) {
@@ -1039,10 +1066,10 @@ static int finish_handshake(rl_node *n, rl_conn *c, const char **why, char *buf,
         conn_unref(old);
     }
 
-    int reliable = n->cfg.reliable || (peer.flags & RL_HELLO_RELIABLE);
+    int reliable = n->cfg.reliable || (peer->flags & RL_HELLO_RELIABLE);
     pthread_mutex_lock(&n->mu);
     if (reliable) {
-        rl_session *sess = session_get(n, peer.node_id, peer.resume_seq);
+        rl_session *sess = session_get(n, peer->node_id, peer->resume_seq);
         if (!sess) {
             pthread_mutex_unlock(&n->mu);
             *why = "too many reliable sessions with messages still queued";
@@ -1057,9 +1084,9 @@ static int finish_handshake(rl_node *n, rl_conn *c, const char **why, char *buf,
         c->reliable = 1;
         mine.flags |= RL_HELLO_RELIABLE;
         mine.resume_seq = sess->delivered;   /* resend only what follows */
-        rl_hello_encode(&mine, out);
     }
-    c->peer_id = peer.node_id;
+    rl_hello_encode(&mine, out);
+    c->peer_id = peer->node_id;
     c->state = CONN_OPEN;
     c->last_rx_ms = rl_now_ms();
     push_event(n, RL_EV_JOINED, c->peer_id, 0, "");
@@ -1067,11 +1094,70 @@ static int finish_handshake(rl_node *n, rl_conn *c, const char **why, char *buf,
     pthread_mutex_unlock(&n->mu);
 
     pthread_mutex_lock(&c->send_mu);
-    ring_put_copy(c, out, sizeof out);
+    int rc = ring_put_copy(c, out, sizeof out);
     c->pending_params = params;
-    rc = ring_flush_locked(c);
+    if (!rc) rc = ring_flush_locked(c);
     pthread_mutex_unlock(&c->send_mu);
-    if (rc) { *why = "connection lost during the handshake"; return rc; }
+    if (rc) { *why = "connection lost during the handshake"; return RL_ECONNLOST; }
+    return 0;
+}
+
+/* Learner: c->hs holds the c->hs_need bytes this handshake phase waits for.
+ * Returns 0 (the handshake moved on) or an RL_E* with *why set. */
+static int handshake_step(rl_node *n, rl_conn *c, const char **why, char *buf, size_t bufsz) {
+    int keyed = n->cfg.auth_key_len > 0;
+    if (c->hs_phase == HS_PROOF) {
+        if (!rl_ct_equal(c->hs, c->hs_expect, RL_SHA256_SIZE)) {
+            *why = "authentication failed: the actor's auth_key differs from this learner's";
+            return RL_EAUTH;
+        }
+        return open_conn(n, c, &c->hs_peer, why);
+    }
+    rl_hello peer, mine;
+    int rc = rl_hello_decode(c->hs, &peer);
+    uint8_t out[3 * RL_HELLO_SIZE];   /* hello, nonce, proof */
+    learner_hello(n, &mine);
+    rl_hello_encode(&mine, out);
+    if (rc == RL_EVERSION) {
+        void *b = out;
+        size_t l = RL_HELLO_SIZE;
+        rl_sock_writev(c->fd, &b, &l, 1);  /* best effort: let the peer name both versions */
+        snprintf(buf, bufsz, "peer speaks rlink protocol version %u, this node speaks %u",
+                 (unsigned)peer.version, RL_PROTOCOL_VERSION);
+        *why = buf;
+        return rc;
+    }
+    if (rc) { *why = "bad handshake (not an rlink peer?)"; return rc; }
+    if (peer.role != RL_ROLE_ACTOR) { *why = "peer is not an actor"; return RL_EPROTO; }
+    int offers = (peer.flags & RL_HELLO_AUTH) != 0;
+    if (keyed != offers) {
+        /* Say which side lacks the key (the hello reveals nothing else), then drop. */
+        void *b = out;
+        size_t l = RL_HELLO_SIZE;
+        rl_sock_writev(c->fd, &b, &l, 1);
+        *why = keyed ? "authentication failed: the actor has no auth_key and this learner requires one"
+                     : "authentication failed: the actor has an auth_key and this learner has none";
+        return RL_EAUTH;
+    }
+    if (!keyed) return open_conn(n, c, &peer, why);
+    if (c->hs_need == RL_HELLO_SIZE) {   /* now read the actor's nonce */
+        c->hs_need = 2 * RL_HELLO_SIZE;
+        return 0;
+    }
+    /* Challenge: our hello and nonce, and our proof of the key. Nothing
+     * else (no session state, no parameters) goes out before the actor's
+     * proof arrives. */
+    if (rl_random_bytes(out + RL_HELLO_SIZE, RL_NONCE_SIZE)) {
+        *why = "no source of random numbers for the authentication nonce";
+        return RL_ESYS;
+    }
+    auth_proof(n, AUTH_LABEL_LEARNER, c->hs, out, out + 2 * RL_HELLO_SIZE);
+    auth_proof(n, AUTH_LABEL_ACTOR, c->hs, out, c->hs_expect);
+    c->hs_peer = peer;
+    c->hs_phase = HS_PROOF;
+    c->hs_have = 0;
+    c->hs_need = RL_SHA256_SIZE;
+    if (conn_send_now(c, out, sizeof out)) { *why = "connection lost during the handshake"; return RL_ECONNLOST; }
     return 0;
 }
 
@@ -1082,12 +1168,18 @@ static int conn_read(rl_node *n, rl_conn *c, const char **why, char *buf, size_t
     c->last_rx_ms = rl_now_ms();   /* POLLIN: bytes (or the end) arrived */
     while (budget > 0) {
         if (c->state == CONN_HANDSHAKE) {
-            ssize_t r = rl_sock_read(c->fd, c->hs + c->hs_have, RL_HELLO_SIZE - c->hs_have);
+            ssize_t r = rl_sock_read(c->fd, c->hs + c->hs_have, c->hs_need - c->hs_have);
             if (r == RL_EAGAIN) return 0;
-            if (r <= 0) { *why = "peer closed the connection during the handshake"; return RL_ECONNLOST; }
+            if (r <= 0) {
+                *why = c->hs_phase == HS_PROOF
+                           ? "authentication failed: the actor rejected this learner's proof "
+                             "(different auth_key) and closed the connection"
+                           : "peer closed the connection during the handshake";
+                return RL_ECONNLOST;
+            }
             c->hs_have += (size_t)r;
-            if (c->hs_have < RL_HELLO_SIZE) continue;
-            int rc = finish_handshake(n, c, why, buf, bufsz);
+            if (c->hs_have < c->hs_need) continue;
+            int rc = handshake_step(n, c, why, buf, bufsz);
             if (rc) return rc;
             continue;
         }
@@ -1186,10 +1278,43 @@ static void queue_control(rl_node *n, rl_conn *c, unsigned kind, uint64_t ack) {
     c->last_tx_ms = rl_now_ms();
 }
 
+#define ACCEPT_PAUSE_MS 100
+
+static void reject_event(rl_node *n, int code, const char *reason) {
+    pthread_mutex_lock(&n->mu);
+    STAT_ADD(n, st_rejected, 1);
+    push_event(n, RL_EV_REJECTED, 0, code, reason);
+    pthread_mutex_unlock(&n->mu);
+}
+
 static void accept_all(rl_node *n) {
     for (;;) {
         int fd = rl_sock_accept(n->lfd);
-        if (fd < 0) return;
+        if (fd == RL_EAGAIN) return;
+        if (fd < 0) {
+            /* Out of file descriptors, typically. The listening socket stays
+             * readable, so stop polling it for a moment instead of spinning;
+             * the connections waiting in the backlog are accepted later. */
+            int e = errno;
+            n->accept_paused_until = rl_now_ms() + ACCEPT_PAUSE_MS;
+            rl_poller_set(n->poller, n->lfd, 0, NULL);
+            reject_event(n, RL_ESYS, e == EMFILE || e == ENFILE
+                                         ? "cannot accept connections: out of file descriptors "
+                                           "(raise `ulimit -n` or lower max_connections)"
+                                         : "cannot accept a connection (accept failed)");
+            return;
+        }
+        pthread_mutex_lock(&n->mu);
+        int full = n->cfg.max_connections > 0 && n->nconns >= n->cfg.max_connections;
+        pthread_mutex_unlock(&n->mu);
+        if (full) {
+            close(fd);
+            char why[160];
+            snprintf(why, sizeof why, "refused a connection: %d already open (max_connections)",
+                     n->cfg.max_connections);
+            reject_event(n, RL_ELIMIT, why);
+            continue;
+        }
         rl_conn *c = conn_new(fd, CONN_HANDSHAKE);
         if (!c) { close(fd); return; }
         c->deadline_ms = rl_now_ms() + n->cfg.handshake_timeout_ms;
@@ -1375,6 +1500,15 @@ static void *io_main(void *arg) {
             long long t = n->flush_deadline - now;
             if (t < timeout) timeout = t < 0 ? 0 : (int)t;
         }
+        if (n->accept_paused_until) {
+            long long t = n->accept_paused_until - now;
+            if (t <= 0) {
+                n->accept_paused_until = 0;
+                rl_poller_set(n->poller, n->lfd, RL_POLLIN, NULL);
+            } else if (t < timeout) {
+                timeout = (int)t;
+            }
+        }
         int k = rl_poller_wait(n->poller, evs, 128, timeout);
         for (int i = 0; i < k; i++) {
             if (evs[i].fd == n->waker.rfd) { rl_waker_drain(&n->waker); continue; }
@@ -1420,6 +1554,15 @@ int rl_node_create(const rl_config *cfg, rl_node **out) {
     rl_node *n = calloc(1, sizeof *n);
     if (!n) return RL_ENOMEM;
     n->cfg = *cfg;
+    n->cfg.auth_key = NULL;
+    n->cfg.auth_key_len = 0;
+    if (cfg->auth_key_len) {
+        n->auth_key = malloc(cfg->auth_key_len);
+        if (!n->auth_key) { free(n); return RL_ENOMEM; }
+        memcpy(n->auth_key, cfg->auth_key, cfg->auth_key_len);
+        n->cfg.auth_key = n->auth_key;
+        n->cfg.auth_key_len = cfg->auth_key_len;
+    }
     if (n->cfg.limits.max_depth > RL_MAX_DEPTH) n->cfg.limits.max_depth = RL_MAX_DEPTH;
     if (n->cfg.limits.max_ndim > RL_MAX_NDIM) n->cfg.limits.max_ndim = RL_MAX_NDIM;
     n->id = cfg->node_id ? cfg->node_id : random_id();
@@ -1432,6 +1575,7 @@ int rl_node_create(const rl_config *cfg, rl_node **out) {
     if (rl_waker_open(&n->waker) || !(n->poller = rl_poller_new())) {
         rl_waker_close(&n->waker);
         rl_poller_free(n->poller);
+        free(n->auth_key);
         free(n);
         return RL_ESYS;
     }
@@ -1482,6 +1626,52 @@ static int read_all(int fd, uint8_t *p, size_t len, long long deadline) {
     return 0;
 }
 
+/* Actor: exchange hellos on a fresh connection (and, with a key, prove it
+ * and check the learner's proof: PROTOCOL.md 3.5). *peer gets the learner's
+ * final hello, or on RL_EAUTH / RL_EVERSION the one it sent first. */
+static int actor_handshake(rl_node *n, int fd, int want_reliable, uint64_t acked,
+                           long long deadline, rl_hello *peer) {
+    int keyed = n->cfg.auth_key_len > 0;
+    rl_hello mine;
+    memset(&mine, 0, sizeof mine);
+    mine.version = RL_PROTOCOL_VERSION;
+    mine.role = RL_ROLE_ACTOR;
+    mine.flags = (uint8_t)((want_reliable ? RL_HELLO_RELIABLE : 0) | (keyed ? RL_HELLO_AUTH : 0));
+    mine.node_id = n->id;
+    mine.resume_seq = acked;   /* what a restarted learner may assume was taken */
+    mine.max_message = (uint32_t)(n->cfg.limits.max_message_bytes >> 20);
+    mine.retry_attempts = n->cfg.retry_attempts;
+    uint8_t hs[2 * RL_HELLO_SIZE];        /* our hello and nonce */
+    uint8_t theirs[3 * RL_HELLO_SIZE];    /* their hello, nonce and proof */
+    rl_hello_encode(&mine, hs);
+    if (keyed && rl_random_bytes(hs + RL_HELLO_SIZE, RL_NONCE_SIZE)) return RL_ESYS;
+    int rc = write_all(fd, hs, keyed ? sizeof hs : RL_HELLO_SIZE, deadline);
+    if (!rc) rc = read_all(fd, theirs, RL_HELLO_SIZE, deadline);
+    if (rc) return rc;
+    memset(peer, 0, sizeof *peer);
+    rc = rl_hello_decode(theirs, peer);
+    if (!rc && peer->role != RL_ROLE_LEARNER) rc = RL_EPROTO;
+    if (rc) return rc;
+    if (keyed != ((peer->flags & RL_HELLO_AUTH) != 0)) return RL_EAUTH;
+    if (!keyed) return RL_OK;
+    /* The learner's nonce and proof; then ours; then its final hello. */
+    rc = read_all(fd, theirs + RL_HELLO_SIZE, 2 * RL_HELLO_SIZE, deadline);
+    if (rc) return rc == RL_ECONNLOST ? RL_EPROTO : rc;
+    uint8_t expect[RL_SHA256_SIZE], proof[RL_SHA256_SIZE];
+    auth_proof(n, AUTH_LABEL_LEARNER, hs, theirs, expect);
+    if (!rl_ct_equal(expect, theirs + 2 * RL_HELLO_SIZE, RL_SHA256_SIZE)) return RL_EAUTH;
+    auth_proof(n, AUTH_LABEL_ACTOR, hs, theirs, proof);
+    rc = write_all(fd, proof, sizeof proof, deadline);
+    if (!rc) rc = read_all(fd, theirs, RL_HELLO_SIZE, deadline);
+    if (rc) return rc;
+    rl_hello first = *peer;
+    rc = rl_hello_decode(theirs, peer);
+    if (!rc && (peer->role != RL_ROLE_LEARNER || peer->node_id != first.node_id ||
+                !(peer->flags & RL_HELLO_AUTH)))
+        rc = RL_EPROTO;
+    return rc;
+}
+
 int rl_node_connect(rl_node *n, const char *host, int port, int timeout_ms, rl_hello *peer) {
     if (n->cfg.role != RL_ROLE_ACTOR) return RL_EINVAL;
     pthread_mutex_lock(&n->mu);
@@ -1495,24 +1685,7 @@ int rl_node_connect(rl_node *n, const char *host, int port, int timeout_ms, rl_h
     long long deadline = rl_now_ms() + timeout_ms;
     int fd = rl_sock_connect(host, port, timeout_ms);
     if (fd < 0) return fd;
-    rl_hello mine;
-    memset(&mine, 0, sizeof mine);
-    mine.version = RL_PROTOCOL_VERSION;
-    mine.role = RL_ROLE_ACTOR;
-    mine.flags = want_reliable ? RL_HELLO_RELIABLE : 0;
-    mine.node_id = n->id;
-    mine.resume_seq = acked;   /* what a restarted learner may assume was taken */
-    mine.max_message = (uint32_t)(n->cfg.limits.max_message_bytes >> 20);
-    mine.retry_attempts = n->cfg.retry_attempts;
-    uint8_t buf[RL_HELLO_SIZE];
-    rl_hello_encode(&mine, buf);
-    int rc = write_all(fd, buf, sizeof buf, deadline);
-    if (!rc) rc = read_all(fd, buf, sizeof buf, deadline);
-    if (!rc) {
-        memset(peer, 0, sizeof *peer);
-        rc = rl_hello_decode(buf, peer);
-        if (!rc && peer->role != RL_ROLE_LEARNER) rc = RL_EPROTO;
-    }
+    int rc = actor_handshake(n, fd, want_reliable, acked, deadline, peer);
     if (rc) { close(fd); return rc; }
     rl_conn *c = conn_new(fd, CONN_OPEN);
     if (!c) { close(fd); return RL_ENOMEM; }
@@ -1840,5 +2013,10 @@ void rl_node_destroy(rl_node *n) {
     pthread_cond_destroy(&n->cv);
     pthread_mutex_destroy(&n->mu);
     pthread_mutex_destroy(&n->close_mu);
+    if (n->auth_key) {
+        volatile uint8_t *k = n->auth_key;
+        for (size_t i = 0; i < n->cfg.auth_key_len; i++) k[i] = 0;
+        free(n->auth_key);
+    }
     free(n);
 }

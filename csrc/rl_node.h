@@ -60,6 +60,12 @@ typedef struct rl_config {
     int heartbeat_ms;            /* send a heartbeat after this long without sending */
     int peer_timeout_ms;         /* drop a peer silent this long (0 = never) */
     size_t retain_max_bytes;     /* reliable actor: bound of the un-acked window */
+    int max_connections;         /* learner: open + handshaking connections (0 = no bound) */
+    /* Shared secret for HMAC-SHA256 challenge-response in the handshake
+     * (both directions). NULL/0 = no authentication. rl_node_create copies
+     * it; the caller's buffer is not referenced afterwards. */
+    const uint8_t *auth_key;
+    size_t auth_key_len;
     rl_limits limits;
 } rl_config;
 
@@ -108,7 +114,10 @@ int rl_node_listen(rl_node *n, const char *host, int port, int *bound_port);
  * reliable mode the caller may call it again after the connection is lost
  * (rl_node_wait_lost): the session resumes, un-acknowledged messages the
  * learner has not delivered are resent, and a learner that restarted gets
- * them flagged RL_FLAG_REDELIVERED. */
+ * them flagged RL_FLAG_REDELIVERED. With an auth key (or a learner that
+ * demands one) returns RL_EAUTH when the two sides do not prove the same
+ * key; *peer then holds the learner's first hello, whose RL_HELLO_AUTH flag
+ * says whether the learner has a key at all. */
 int rl_node_connect(rl_node *n, const char *host, int port, int timeout_ms, rl_hello *peer);
 
 /* Actor: wait until the connection is lost (returns RL_OK), the node closes

@@ -16,7 +16,7 @@ except ImportError as e:  # pragma: no cover - only from an unbuilt source tree
         "`python setup.py build_ext --inplace`. Original error: " + str(e)) from e
 
 from rlink._errors import (
-    AddressInUseError, ClosedError, ConnectError, ConnectionLostError, MessageTooLargeError,
+    AddressInUseError, AuthenticationError, ClosedError, ConnectError, ConnectionLostError, MessageTooLargeError,
     ProtocolError, RLinkError, TimeoutError,
 )
 from rlink._nodes import ActorNode, LearnerNode, Message, Parameters, Request
@@ -24,5 +24,5 @@ from rlink._nodes import ActorNode, LearnerNode, Message, Parameters, Request
 __all__ = [
     "__version__", "LearnerNode", "ActorNode", "Message", "Parameters", "Request",
     "RLinkError", "ConnectError", "ConnectionLostError", "TimeoutError", "ProtocolError",
-    "MessageTooLargeError", "ClosedError", "AddressInUseError",
+    "MessageTooLargeError", "ClosedError", "AddressInUseError", "AuthenticationError",
 ]

@@ -25,6 +25,13 @@ FLAG_REDELIVERED: Final[int]
 E_CONNREFUSED: Final[int]
 E_TIMEDOUT: Final[int]
 E_INVAL: Final[int]
+MAX_NDIM: Final[int]
+MAX_DEPTH: Final[int]
+DEFAULT_LIMITS: Final[dict[str, int]]
+
+def hmac_sha256(key: Buffer, msg: Buffer) -> bytes:
+    """HMAC-SHA256 as the handshake computes it (for tests and other
+    implementations to check against)."""
 
 def encode_frame(obj: dict[str, Any], kind: int = ..., ref: int = 0) -> bytes:
     """Encode obj as one complete frame and return it as bytes."""
@@ -54,7 +61,13 @@ class _Node:
         heartbeat_ms: int = 1000,
         peer_timeout_ms: int = 5000,
         retain_max_bytes: int = ...,
+        *,
+        max_connections: int = 0,
+        auth_key: bytes = b"",
+        limits: dict[str, int] | None = None,
     ) -> Self: ...
+    @property
+    def keyed(self) -> bool: ...
     def listen(self, host: str, port: int) -> int: ...
     def connect(self, host: str, port: int, timeout: float) -> tuple[int, bool] | int: ...
     def start(self) -> None: ...

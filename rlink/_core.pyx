@@ -106,7 +106,7 @@ cdef class _Encoder:
     cdef rl_iov *iov
     cdef int niov, iov_cap
     cdef list keep
-    cdef unsigned max_depth
+    cdef unsigned max_depth, max_ndim
     cdef uint64_t max_bytes
     cdef uint32_t max_items, max_arrays, max_str
     cdef uint32_t items
@@ -130,6 +130,7 @@ cdef class _Encoder:
         # The same limits a receiver enforces (rl_meta_validate): never send
         # what a peer with our configuration would reject.
         self.max_depth = lim.max_depth
+        self.max_ndim = lim.max_ndim
         self.max_bytes = lim.max_message_bytes
         self.max_items = lim.max_items
         self.max_arrays = lim.max_arrays
@@ -230,8 +231,8 @@ cdef class _Encoder:
             raise _EncodeError(_errors.MessageTooLargeError,
                                f"more than max_arrays={self.max_arrays} arrays in one message")
         nd = cnp.PyArray_NDIM(a)
-        if nd > <int>RL_MAX_NDIM:
-            raise _EncodeError(ValueError, f"array has {nd} dimensions, more than {RL_MAX_NDIM}")
+        if nd > <int>self.max_ndim:
+            raise _EncodeError(ValueError, f"array has {nd} dimensions, more than max_ndim={self.max_ndim}")
         if not cnp.PyArray_IS_C_CONTIGUOUS(a):
             if cnp.PyArray_IS_F_CONTIGUOUS(a):
                 aflags = RL_AF_FORTRAN
@@ -371,6 +372,18 @@ cdef class _Encoder:
         raise _EncodeError(TypeError, f"cannot send an object of type {t.__module__}.{t.__qualname__} "
                            f"(supported: dict, list, tuple, str, bytes, int, float, bool, None, "
                            f"numpy arrays and scalars of bool/int/uint/float/complex dtypes)")
+
+
+def hmac_sha256(const uint8_t[::1] key not None, const uint8_t[::1] msg not None):
+    """HMAC-SHA256 as the handshake computes it (for tests and other
+    implementations to check against)."""
+    cdef rl_hmac m
+    cdef uint8_t out[32]
+    with nogil:
+        rl_hmac_init(&m, &key[0] if key.shape[0] else NULL, key.shape[0])
+        rl_hmac_update(&m, &msg[0] if msg.shape[0] else NULL, msg.shape[0])
+        rl_hmac_final(&m, out)
+    return out[:32]
 
 
 def encode_frame(obj, unsigned kind=RL_KIND_TRAJ, uint64_t ref=0):
@@ -581,16 +594,28 @@ cdef class _Node:
     cdef rl_config cfg
     cdef list pool
     cdef readonly int role
+    cdef readonly bint keyed
 
     def __cinit__(self, int role, bint reliable=False, unsigned retry_attempts=3,
                   size_t queue_max_msgs=1024, size_t queue_max_bytes=256 << 20,
                   size_t sendq_max_bytes=64 << 20, uint64_t max_message_bytes=1 << 30,
                   int handshake_timeout_ms=5000, int heartbeat_ms=1000, int peer_timeout_ms=5000,
-                  size_t retain_max_bytes=256 << 20):
+                  size_t retain_max_bytes=256 << 20, *, int max_connections=0,
+                  bytes auth_key=b"", dict limits=None):
         self.n = NULL
         self.role = role
         self.pool = []
         rl_config_default(&self.cfg, role)
+        if limits:
+            self.cfg.limits.max_arrays = limits.get("max_arrays", self.cfg.limits.max_arrays)
+            self.cfg.limits.max_ndim = limits.get("max_ndim", self.cfg.limits.max_ndim)
+            self.cfg.limits.max_depth = limits.get("max_depth", self.cfg.limits.max_depth)
+            self.cfg.limits.max_items = limits.get("max_items", self.cfg.limits.max_items)
+            self.cfg.limits.max_str_bytes = limits.get("max_str_bytes", self.cfg.limits.max_str_bytes)
+        self.cfg.max_connections = max_connections
+        self.keyed = len(auth_key) > 0
+        self.cfg.auth_key = <const uint8_t *>(<const char *>auth_key)
+        self.cfg.auth_key_len = len(auth_key)
         self.cfg.reliable = reliable
         self.cfg.retry_attempts = retry_attempts
         self.cfg.queue_max_msgs = queue_max_msgs
@@ -602,6 +627,8 @@ cdef class _Node:
         self.cfg.peer_timeout_ms = peer_timeout_ms
         self.cfg.retain_max_bytes = retain_max_bytes
         rc = rl_node_create(&self.cfg, &self.n)
+        self.cfg.auth_key = NULL   # the node keeps its own copy
+        self.cfg.auth_key_len = 0
         if rc != RL_OK:
             raise OSError(f"rlink: could not create a node ({rl_strerror(rc).decode()})")
 
@@ -647,6 +674,19 @@ cdef class _Node:
                 f"this actor speaks {RL_PROTOCOL_VERSION}; install the same rlink version on both")
         if rc == RL_EPROTO:
             raise _errors.ProtocolError(f"{host}:{port} is not an rlink learner (bad handshake)")
+        if rc == RL_EAUTH:
+            if not self.keyed:
+                raise _errors.AuthenticationError(
+                    f"the learner at {host}:{port} requires authentication; pass the same "
+                    f"auth_key= to ActorNode as to LearnerNode (or set RLINK_AUTH_KEY)")
+            if not peer.flags & RL_HELLO_AUTH:
+                raise _errors.AuthenticationError(
+                    f"the learner at {host}:{port} has no auth_key, and this actor has one; "
+                    f"give the learner the same auth_key= (this actor will not talk to an "
+                    f"unauthenticated learner)")
+            raise _errors.AuthenticationError(
+                f"authentication with the learner at {host}:{port} failed: its auth_key differs "
+                f"from this actor's")
         return rc
 
     def start(self):
@@ -899,4 +939,14 @@ EV_REJECTED = RL_EV_REJECTED
 FLAG_REDELIVERED = RL_FLAG_REDELIVERED
 E_CONNREFUSED = RL_ECONNREFUSED
 E_TIMEDOUT = RL_ETIMEDOUT
+MAX_NDIM = RL_MAX_NDIM
+MAX_DEPTH = RL_MAX_DEPTH
+DEFAULT_LIMITS = {
+    "max_message_bytes": _DEFAULT_LIMITS.max_message_bytes,
+    "max_arrays": _DEFAULT_LIMITS.max_arrays,
+    "max_ndim": _DEFAULT_LIMITS.max_ndim,
+    "max_depth": _DEFAULT_LIMITS.max_depth,
+    "max_items": _DEFAULT_LIMITS.max_items,
+    "max_str_bytes": _DEFAULT_LIMITS.max_str_bytes,
+}
 E_INVAL = RL_EINVAL

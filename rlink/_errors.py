@@ -10,6 +10,10 @@ class ConnectError(RLinkError, ConnectionError):
     """Could not connect to the learner within ``connect_timeout``."""
 
 
+class AuthenticationError(ConnectError):
+    """The two nodes do not hold the same ``auth_key`` (or only one has one)."""
+
+
 class ConnectionLostError(RLinkError, ConnectionError):
     """The peer went away (closed, crashed, or the network failed)."""
 

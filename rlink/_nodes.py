@@ -7,6 +7,7 @@ threads sending on one actor). Blocking calls release the GIL.
 from __future__ import annotations
 
 import atexit
+import ipaddress
 import itertools
 import logging
 import os
@@ -84,6 +85,44 @@ def _check_seconds(name: str, value: Any, maximum: float = 86400.0 * 365) -> flo
     if not 0 < value <= maximum:
         raise ValueError(f"{name} must be > 0 and <= {maximum:g} seconds, not {value!r}")
     return float(value)
+
+
+AUTH_KEY_ENV = "RLINK_AUTH_KEY"
+
+
+def _auth_key(value: Any) -> bytes:
+    """auth_key= (str or bytes), else $RLINK_AUTH_KEY, else none (b"")."""
+    if value is None:
+        value = os.environ.get(AUTH_KEY_ENV, "")
+    if isinstance(value, str):
+        value = value.encode()
+    if not isinstance(value, (bytes, bytearray)):
+        raise TypeError(f"auth_key must be str or bytes, not {type(value).__name__}")
+    if value and len(value) < 16:
+        log.warning("auth_key is only %d bytes: a captured handshake lets an attacker guess short "
+                    "keys offline; use 32 random bytes, e.g. secrets.token_hex(32)", len(value))
+    return bytes(value)
+
+
+def _limits(max_arrays: Any, max_ndim: Any, max_depth: Any, max_items: Any,
+            max_str_bytes: Any) -> dict:
+    """What every received message is checked against (PROTOCOL.md 7)."""
+    return {
+        "max_arrays": _check_int("max_arrays", max_arrays, 0, (1 << 32) - 1),
+        "max_ndim": _check_int("max_ndim", max_ndim, 0, _core.MAX_NDIM),
+        "max_depth": _check_int("max_depth", max_depth, 1, _core.MAX_DEPTH),
+        "max_items": _check_int("max_items", max_items, 1, (1 << 32) - 1),
+        "max_str_bytes": _check_int("max_str_bytes", max_str_bytes, 0, (1 << 32) - 1),
+    }
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 class _Node:
@@ -164,22 +203,37 @@ class LearnerNode(_Node):
     actors, publishes parameters to all of them, and can push to one.
 
     ``host`` defaults to ``"127.0.0.1"``, reachable only from this machine;
-    pass ``host="0.0.0.0"`` (or ``"::"``) to accept actors on other machines.
+    pass ``host="0.0.0.0"`` (or ``"::"``) to accept actors on other machines,
+    and then give it and every actor the same ``auth_key`` (a shared secret;
+    default ``$RLINK_AUTH_KEY``): actors that cannot prove they hold it are
+    refused before they can send or receive anything.
     ``port=0`` picks a free port: read it back from :attr:`port`.
-    Thread-safe.
+
+    Hostile-input limits, checked on every frame before anything is
+    allocated for it (a peer that exceeds one is disconnected and logged):
+    ``max_message_bytes``, ``max_arrays``, ``max_ndim``, ``max_depth``
+    (container nesting), ``max_items`` (values of all kinds in one message),
+    ``max_str_bytes`` (one str, bytes or dict key); ``max_connections``
+    (open plus handshaking; more are closed at once) and
+    ``handshake_timeout``. Thread-safe.
     """
 
     def __init__(self, port: int = 5555, host: str = "127.0.0.1", *, reliable: bool = False,
                  retry_attempts: int = 3, max_queue_messages: int = 1024,
                  max_queue_bytes: int = 256 << 20, send_queue_bytes: int = 64 << 20,
                  max_message_bytes: int = 1 << 30, handshake_timeout: float = 5.0,
-                 heartbeat_interval: float = 1.0, peer_timeout: float = 5.0):
+                 heartbeat_interval: float = 1.0, peer_timeout: float = 5.0,
+                 max_connections: int = 1024, auth_key: str | bytes | None = None,
+                 max_arrays: int = 65536, max_ndim: int = 32, max_depth: int = 64,
+                 max_items: int = 1 << 20, max_str_bytes: int = 64 << 20):
         _check_int("port", port, 0, 65535)
         if not isinstance(host, str):
             raise TypeError(f"host must be a str such as '127.0.0.1' or '0.0.0.0', not {host!r}")
         if not isinstance(reliable, bool):
             raise TypeError(f"reliable must be True or False, not {reliable!r}")
         _check_int("retry_attempts", retry_attempts, 0, 1_000_000)
+        key = _auth_key(auth_key)
+        limits = _limits(max_arrays, max_ndim, max_depth, max_items, max_str_bytes)
         core = _core._Node(
             _core.ROLE_LEARNER, reliable, retry_attempts,
             _check_int("max_queue_messages", max_queue_messages),
@@ -188,7 +242,9 @@ class LearnerNode(_Node):
             _check_int("max_message_bytes", max_message_bytes, 4096),
             max(1, int(_check_seconds("handshake_timeout", handshake_timeout, 3600.0) * 1000)),
             max(1, int(_check_seconds("heartbeat_interval", heartbeat_interval, 3600.0) * 1000)),
-            max(1, int(_check_seconds("peer_timeout", peer_timeout, 86400.0) * 1000)))
+            max(1, int(_check_seconds("peer_timeout", peer_timeout, 86400.0) * 1000)),
+            max_connections=_check_int("max_connections", max_connections, 1, 1 << 20),
+            auth_key=key, limits=limits)
         self.host = host
         self.reliable = reliable
         self.retry_attempts = retry_attempts
@@ -197,7 +253,11 @@ class LearnerNode(_Node):
         self._init_core(core)
         self._version = 0
         self._publish_lock = threading.Lock()   # versions are assigned and sent in order
-        log.info("%s: listening", self)
+        log.info("%s: listening%s", self, " (authenticating actors)" if key else "")
+        if not key and not _is_loopback(host):
+            log.warning("%s: listening on %r without auth_key: anyone who can reach this port can "
+                        "send trajectories and read parameters; set auth_key= (or %s) on the "
+                        "learner and every actor", self, host, AUTH_KEY_ENV)
 
     @property
     def address(self) -> str:
@@ -296,7 +356,9 @@ class ActorNode(_Node):
                  retain_bytes: int = 256 << 20, heartbeat_interval: float = 1.0,
                  peer_timeout: float = 5.0, max_queue_messages: int = 1024,
                  max_queue_bytes: int = 256 << 20, send_queue_bytes: int = 64 << 20,
-                 max_message_bytes: int = 1 << 30):
+                 max_message_bytes: int = 1 << 30, auth_key: str | bytes | None = None,
+                 max_arrays: int = 65536, max_ndim: int = 32, max_depth: int = 64,
+                 max_items: int = 1 << 20, max_str_bytes: int = 64 << 20):
         self._host, self._port = _parse_address(learner_address)
         if reliable is not None and not isinstance(reliable, bool):
             raise TypeError(f"reliable must be None, True or False, not {reliable!r}")
@@ -314,7 +376,9 @@ class ActorNode(_Node):
             _check_int("send_queue_bytes", send_queue_bytes),
             _check_int("max_message_bytes", max_message_bytes, 4096),
             5000, max(1, heartbeat_ms), max(1, peer_timeout_ms),
-            _check_int("retain_bytes", retain_bytes, 4096))
+            _check_int("retain_bytes", retain_bytes, 4096),
+            auth_key=_auth_key(auth_key),
+            limits=_limits(max_arrays, max_ndim, max_depth, max_items, max_str_bytes))
         self.learner_address = learner_address
         try:
             result = self._connect_until(core, time.monotonic() + self._connect_timeout, None)

@@ -5,7 +5,7 @@ cdef extern from "rl_frame.h" nogil:
     enum:
         RL_OK, RL_EAGAIN, RL_EPROTO, RL_ELIMIT, RL_ENOMEM, RL_ETIMEDOUT, RL_ECLOSED,
         RL_ECONNLOST, RL_ENOCONN, RL_EVERSION, RL_EADDRINUSE, RL_ECONNREFUSED,
-        RL_EINVAL, RL_ESYS, RL_ETOOBIG
+        RL_EINVAL, RL_ESYS, RL_ETOOBIG, RL_EAUTH
     const char *rl_strerror(int code)
 
     enum:
@@ -13,10 +13,10 @@ cdef extern from "rl_frame.h" nogil:
         RL_HEADER_SIZE
         RL_ALIGN
         RL_ROLE_ACTOR, RL_ROLE_LEARNER
-        RL_HELLO_RELIABLE
+        RL_HELLO_RELIABLE, RL_HELLO_AUTH
         RL_KIND_TRAJ, RL_KIND_PARAMS, RL_KIND_REQUEST, RL_KIND_REPLY, RL_KIND_PUSH
         RL_FLAG_REDELIVERED
-        RL_MAX_NDIM
+        RL_MAX_NDIM, RL_MAX_DEPTH
         RL_T_NONE, RL_T_FALSE, RL_T_TRUE, RL_T_INT, RL_T_BIGINT, RL_T_FLOAT, RL_T_STR,
         RL_T_BYTES, RL_T_LIST, RL_T_TUPLE, RL_T_DICT, RL_T_ARRAY, RL_T_SCALAR
         RL_DT_BOOL, RL_DT_INT8, RL_DT_INT16, RL_DT_INT32, RL_DT_INT64,
@@ -134,6 +134,9 @@ cdef extern from "rl_node.h" nogil:
         int heartbeat_ms
         int peer_timeout_ms
         size_t retain_max_bytes
+        int max_connections
+        const uint8_t *auth_key
+        size_t auth_key_len
         rl_limits limits
     void rl_config_default(rl_config *c, int role)
 
@@ -180,3 +183,12 @@ cdef extern from "rl_node.h" nogil:
     const char *rl_node_lost_reason(rl_node *n)
     void rl_node_close(rl_node *n, int flush_timeout_ms)
     void rl_node_destroy(rl_node *n)
+
+cdef extern from "rl_auth.h" nogil:
+    enum:
+        RL_SHA256_SIZE
+    ctypedef struct rl_hmac:
+        pass
+    void rl_hmac_init(rl_hmac *m, const void *key, size_t key_len)
+    void rl_hmac_update(rl_hmac *m, const void *p, size_t n)
+    void rl_hmac_final(rl_hmac *m, uint8_t *out)

@@ -158,9 +158,101 @@ static void test_node_rejects_garbage(void) {
     rl_node_destroy(L);
 }
 
+/* Learner with key lkey, actor with key akey (NULL = none): connect once. */
+static int keyed_connect(const char *lkey, const char *akey, rl_hello *peer, rl_event *ev) {
+    rl_config lc, ac;
+    rl_node *L = NULL, *A = NULL;
+    int port = 0, rc;
+    rl_config_default(&lc, RL_ROLE_LEARNER);
+    rl_config_default(&ac, RL_ROLE_ACTOR);
+    lc.auth_key = (const uint8_t *)lkey;
+    lc.auth_key_len = lkey ? strlen(lkey) : 0;
+    ac.auth_key = (const uint8_t *)akey;
+    ac.auth_key_len = akey ? strlen(akey) : 0;
+    CHECK_EQ(rl_node_create(&lc, &L), RL_OK);
+    CHECK_EQ(rl_node_listen(L, "127.0.0.1", 0, &port), RL_OK);
+    CHECK_EQ(rl_node_start(L), RL_OK);
+    CHECK_EQ(rl_node_create(&ac, &A), RL_OK);
+    rc = rl_node_connect(A, "127.0.0.1", port, 5000, peer);
+    if (rc == RL_OK) {
+        CHECK_EQ(rl_node_start(A), RL_OK);
+        CHECK_EQ(send_msg(A, 0, RL_KIND_TRAJ, 0, 7, 16), RL_OK);
+        rl_msg *m = NULL;
+        if (CHECK_EQ(rl_node_recv(L, RL_Q_TRAJ, &m, 1, 5000), 1)) {
+            CHECK(check_msg(m, 7, 16));
+            rl_msg_free(m);
+        }
+    }
+    /* the learner reports what happened to the connection */
+    memset(ev, 0, sizeof *ev);
+    for (int i = 0; i < 500 && !rl_node_next_event(L, ev); i++) usleep(10000);
+    rl_node_close(A, 100);
+    rl_node_destroy(A);
+    rl_node_close(L, 100);
+    rl_node_destroy(L);
+    return rc;
+}
+
+static void test_node_auth(void) {
+    rl_hello peer;
+    rl_event ev;
+    CHECK_EQ(keyed_connect("correct horse battery staple", "correct horse battery staple", &peer, &ev), RL_OK);
+    CHECK(peer.flags & RL_HELLO_AUTH);
+    CHECK_EQ(ev.type, RL_EV_JOINED);
+
+    CHECK_EQ(keyed_connect("correct horse battery staple", "wrong horse", &peer, &ev), RL_EAUTH);
+    CHECK(peer.flags & RL_HELLO_AUTH);
+    /* the actor found the learner's proof wrong and hung up: the learner
+     * sees its handshake end before the proof */
+    CHECK_EQ(ev.type, RL_EV_REJECTED);
+    CHECK(strstr(ev.reason, "different auth_key") != NULL);
+
+    CHECK_EQ(keyed_connect("a key only the learner has", NULL, &peer, &ev), RL_EAUTH);
+    CHECK(peer.flags & RL_HELLO_AUTH);
+    CHECK_EQ(ev.type, RL_EV_REJECTED);
+    CHECK(strstr(ev.reason, "actor has no auth_key") != NULL);
+
+    CHECK_EQ(keyed_connect(NULL, "a key only the actor has", &peer, &ev), RL_EAUTH);
+    CHECK(!(peer.flags & RL_HELLO_AUTH));
+    CHECK_EQ(ev.type, RL_EV_REJECTED);
+    CHECK(strstr(ev.reason, "learner has none") != NULL);
+}
+
+static void test_node_max_connections(void) {
+    rl_config lc;
+    rl_node *L = NULL;
+    int port = 0;
+    rl_config_default(&lc, RL_ROLE_LEARNER);
+    lc.max_connections = 2;
+    CHECK_EQ(rl_node_create(&lc, &L), RL_OK);
+    CHECK_EQ(rl_node_listen(L, "127.0.0.1", 0, &port), RL_OK);
+    CHECK_EQ(rl_node_start(L), RL_OK);
+    int fds[3];
+    for (int i = 0; i < 3; i++) fds[i] = rl_sock_connect("127.0.0.1", port, 5000);
+    /* the third is closed by the learner: a read sees EOF */
+    char b;
+    int got_eof = 0;
+    for (int i = 0; i < 500 && !got_eof; i++) {
+        ssize_t r = read(fds[2], &b, 1);
+        if (r == 0) got_eof = 1;
+        else usleep(10000);
+    }
+    CHECK(got_eof);
+    rl_event ev;
+    memset(&ev, 0, sizeof ev);
+    for (int i = 0; i < 500 && !rl_node_next_event(L, &ev); i++) usleep(10000);
+    CHECK_EQ(ev.type, RL_EV_REJECTED);
+    CHECK(strstr(ev.reason, "max_connections") != NULL);
+    for (int i = 0; i < 3; i++) if (fds[i] >= 0) close(fds[i]);
+    rl_node_close(L, 100);
+    rl_node_destroy(L);
+}
+
 static const rl_test node_tests[] = {
     RL_TEST(test_node_patterns),
     RL_TEST(test_node_rejects_garbage),
+    RL_TEST(test_node_auth),
+    RL_TEST(test_node_max_connections),
 };
 
 void run_node_tests(void) { RL_RUN_SUITE(node_tests); }
