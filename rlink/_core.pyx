@@ -369,9 +369,25 @@ cdef class _Encoder:
             return self._value(int(obj), depth)
         if isinstance(obj, str):
             return self._str(str(obj))
+        if (hasattr(obj, "__dlpack__") or hasattr(obj, "__array_interface__")
+                or hasattr(obj, "__array_struct__")):
+            return self._value(_as_array(obj), depth)
         raise _EncodeError(TypeError, f"cannot send an object of type {t.__module__}.{t.__qualname__} "
                            f"(supported: dict, list, tuple, str, bytes, int, float, bool, None, "
                            f"numpy arrays and scalars of bool/int/uint/float/complex dtypes)")
+
+
+cdef object _as_array(object obj):
+    """A numpy view of another library's array (a PyTorch CPU tensor, anything
+    with ``__dlpack__`` or the array interface), made without copying."""
+    try:
+        if hasattr(obj, "__array_interface__") or hasattr(obj, "__array_struct__"):
+            return np.asarray(obj)
+        return np.from_dlpack(obj)
+    except (TypeError, ValueError, RuntimeError, BufferError) as e:
+        t = type(obj)
+        raise _EncodeError(TypeError, f"cannot send {t.__module__}.{t.__qualname__} as an array ({e}); "
+                           f"pass a CPU array that does not require grad (e.g. tensor.detach().cpu())")
 
 
 def hmac_sha256(const uint8_t[::1] key not None, const uint8_t[::1] msg not None):
