@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import hmac
 import itertools
 import logging
 import os
@@ -804,17 +806,92 @@ def ten_thousand_connections(ctx):
     print(f"\nten_thousand_connections: fds {before} before, {fd_count()} after")
 
 
-# ---- reserved: authentication and max_connections --------------------------
-# Cases for the handshake authentication (wrong key, replayed handshake) and
-# for max_connections are being added with those features: each is one
-# @case-decorated function placed here, e.g.
-#
-#   @case("<reason string from csrc/rl_node.c>")
-#   def auth_wrong_key(ctx):
-#       ctx.violate(<bytes>, handshake=False)
-#
-# (use ``event="left"`` for reasons reported as a departure rather than a
-# rejection, and LearnerNode keyword arguments as extra keyword arguments).
+# ---- authentication and max_connections ------------------------------------
+# With auth_key on the learner, the good and fresh actors get the same key
+# (see test_hostile_peer); these raw peers do not hold it.
+KEY = b"hostile-corpus-key-0123456789abcdef"
+AUTH = 2
+AUTH_DIFFERS = "authentication failed: the actor's auth_key differs from this learner's"
+AUTH_LABELS = (b"rlink-auth-v1 learner\x00", b"rlink-auth-v1 actor\x00")
+
+
+def _proof(key, label, transcript):
+    return hmac.new(key, label + transcript, hashlib.sha256).digest()
+
+
+@case("authentication failed: the actor has no auth_key and this learner requires one", auth_key=KEY)
+def auth_peer_without_key(ctx):
+    got = ctx.violate(hello(), handshake=False)
+    # the learner's hello (AUTH set: "I need a key"), nothing else
+    assert len(got) == 32 and HELLO.unpack(got)[3] & AUTH, got
+
+
+@case(AUTH_DIFFERS, auth_key=KEY)
+def auth_wrong_key(ctx):
+    """The peer answers the challenge with a proof made from another key."""
+    s = ctx.connect()
+    h, nonce = hello(flags=AUTH), os.urandom(32)
+    s.sendall(h + nonce)
+    challenge = recv_exactly(s, 96)
+    s.sendall(_proof(b"not the key", AUTH_LABELS[1], h + nonce + challenge[:64])
+              + _core.encode_frame({"inject": 1}))
+    assert ctx.expect_closed(s) == b""
+
+
+@case(AUTH_DIFFERS, auth_key=KEY)
+def auth_replayed_handshake(ctx):
+    """A recorded, valid handshake replayed on a new connection: the
+    learner's fresh nonce makes the old proof worthless."""
+    h, nonce = hello(flags=AUTH), os.urandom(32)
+    s = ctx.connect()
+    s.sendall(h + nonce)
+    challenge = recv_exactly(s, 96)
+    assert hmac.compare_digest(challenge[64:], _proof(KEY, AUTH_LABELS[0], h + nonce + challenge[:64]))
+    recorded = _proof(KEY, AUTH_LABELS[1], h + nonce + challenge[:64])
+    s.sendall(recorded)
+    recv_exactly(s, 32)                    # accepted: the learner's final hello
+    s.close()                              # (an honest session that ends)
+    r = ctx.connect()
+    r.sendall(h + nonce)
+    assert recv_exactly(r, 96)[32:64] != challenge[32:64], "the learner reused a nonce"
+    r.sendall(recorded + _core.encode_frame({"replayed": 1}))
+    assert ctx.expect_closed(r) == b""
+
+
+@case(AUTH_DIFFERS, auth_key=KEY)
+def auth_frame_instead_of_proof(ctx):
+    s = ctx.connect()
+    s.sendall(hello(flags=AUTH) + os.urandom(32))
+    recv_exactly(s, 96)
+    s.sendall(_core.encode_frame({"inject": 1}))
+    assert ctx.expect_closed(s) == b""
+
+
+@case("handshake not completed in time", auth_key=KEY, handshake_timeout=0.5)
+def auth_challenge_never_answered(ctx):
+    s = ctx.connect()
+    s.sendall(hello(flags=AUTH) + os.urandom(32))
+    assert len(recv_exactly(s, 96)) == 96
+    assert ctx.expect_closed(s) == b""
+
+
+@case("authentication failed: the actor has an auth_key and this learner has none")
+def auth_offered_to_keyless_learner(ctx):
+    got = ctx.violate(hello(flags=AUTH) + os.urandom(32), handshake=False)
+    assert len(got) == 32 and not HELLO.unpack(got)[3] & AUTH, got
+
+
+@case("refused a connection: 4 already open (max_connections)", count=3, max_connections=4)
+def max_connections_exceeded(ctx):
+    """Beyond the bound (the good actor holds 1 of 4), new connections are
+    closed at once; the ones inside it still complete their handshake."""
+    inside = [ctx.connect() for _ in range(3)]
+    extra = [ctx.connect() for _ in range(3)]
+    for s in extra:
+        assert ctx.expect_closed(s) == b""
+    for s in inside:
+        ctx.handshake(s)
+        s.close()
 
 
 # --------------------------------------------------------------------------
@@ -852,7 +929,8 @@ def test_hostile_peer(name, caplog):
     with contextlib.ExitStack() as stack:
         learner = stack.enter_context(rlink.LearnerNode(port=0, **spec.learner))
         good = stack.enter_context(
-            rlink.ActorNode(learner.address, connect_timeout=T, heartbeat_interval=0.2))
+            rlink.ActorNode(learner.address, connect_timeout=T, heartbeat_interval=0.2,
+                            auth_key=spec.learner.get("auth_key")))
         good_id = good.actor_id
 
         def stop_threads():
@@ -905,7 +983,8 @@ def test_hostile_peer(name, caplog):
         check_good_stream([d for a, d in received if a == good_id])
 
         # (b) the learner still serves: a fresh actor round-trips
-        with rlink.ActorNode(learner.address, connect_timeout=T) as fresh:
+        with rlink.ActorNode(learner.address, connect_timeout=T,
+                             auth_key=spec.learner.get("auth_key")) as fresh:
             fresh.send_trajectory({"fresh": name}, timeout=T)
             deadline = time.monotonic() + T
             while True:
