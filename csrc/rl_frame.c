@@ -406,14 +406,17 @@ void rl_reader_init(rl_reader *r, const uint8_t *meta, size_t meta_len,
     r->limits = limits;
     r->arrays = 0;
     r->items = 0;
+    r->why = NULL;
 }
 
-#define NEED(n) do { if ((size_t)(r->end - r->p) < (size_t)(n)) return RL_EPROTO; } while (0)
+#define FAIL(code, reason) do { r->why = (reason); return (code); } while (0)
+#define NEED(n) do { if ((size_t)(r->end - r->p) < (size_t)(n)) \
+    FAIL(RL_EPROTO, "a length or count points past the end of the meta"); } while (0)
 
 static int read_blob(rl_reader *r, const uint8_t **p, uint32_t *n) {
     NEED(4);
     uint32_t len = get32(r->p);
-    if (len > r->limits->max_str_bytes) return RL_ELIMIT;
+    if (len > r->limits->max_str_bytes) FAIL(RL_ELIMIT, "a str, bytes, int or key is longer than max_str_bytes");
     r->p += 4;
     NEED(len);
     *p = r->p;
@@ -426,7 +429,7 @@ int rl_read_key(rl_reader *r, const uint8_t **p, uint32_t *n) { return read_blob
 
 int rl_read_item(rl_reader *r, rl_item *it) {
     NEED(1);
-    if (++r->items > r->limits->max_items) return RL_ELIMIT;
+    if (++r->items > r->limits->max_items) FAIL(RL_ELIMIT, "more values in one message than max_items");
     unsigned tag = *r->p++;
     it->tag = tag;
     switch (tag) {
@@ -439,7 +442,7 @@ int rl_read_item(rl_reader *r, rl_item *it) {
     case RL_T_STR: case RL_T_BYTES: case RL_T_BIGINT: {
         int rc = read_blob(r, &it->u.s.p, &it->u.s.n);
         if (rc) return rc;
-        if (tag == RL_T_BIGINT && it->u.s.n < 9) return RL_EPROTO;
+        if (tag == RL_T_BIGINT && it->u.s.n < 9) FAIL(RL_EPROTO, "BIGINT shorter than 9 bytes");
         return RL_OK;
     }
     case RL_T_LIST: case RL_T_TUPLE: case RL_T_DICT:
@@ -447,15 +450,15 @@ int rl_read_item(rl_reader *r, rl_item *it) {
         it->u.count = get32(r->p);
         r->p += 4;
         /* each element takes at least one byte (a key at least four) */
-        if (it->u.count > r->limits->max_items) return RL_ELIMIT;
+        if (it->u.count > r->limits->max_items) FAIL(RL_ELIMIT, "a container holds more than max_items values");
         if ((size_t)(r->end - r->p) < (size_t)it->u.count * (tag == RL_T_DICT ? 5u : 1u))
-            return RL_EPROTO;
+            FAIL(RL_EPROTO, "a container's count is larger than the rest of the meta can hold");
         return RL_OK;
     case RL_T_SCALAR: {
         NEED(1);
         unsigned dt = *r->p++;
         size_t sz = rl_dtype_size(dt);
-        if (!sz) return RL_EPROTO;
+        if (!sz) FAIL(RL_EPROTO, "unknown dtype code in a scalar");
         NEED(sz);
         it->u.scalar.dtype = dt;
         it->u.scalar.p = r->p;
@@ -467,10 +470,11 @@ int rl_read_item(rl_reader *r, rl_item *it) {
         unsigned dt = r->p[0], ndim = r->p[1], af = r->p[2];
         r->p += 3;
         size_t isz = rl_dtype_size(dt);
-        if (!isz) return RL_EPROTO;
-        if (af & ~RL_AF_FORTRAN) return RL_EPROTO;
-        if (ndim > r->limits->max_ndim || ndim > RL_MAX_NDIM) return RL_ELIMIT;
-        if (++r->arrays > r->limits->max_arrays) return RL_ELIMIT;
+        if (!isz) FAIL(RL_EPROTO, "unknown dtype code in an array");
+        if (af & ~RL_AF_FORTRAN) FAIL(RL_EPROTO, "array flags have reserved bits set");
+        if (ndim > r->limits->max_ndim || ndim > RL_MAX_NDIM)
+            FAIL(RL_ELIMIT, "array has more dimensions than max_ndim");
+        if (++r->arrays > r->limits->max_arrays) FAIL(RL_ELIMIT, "more arrays in one message than max_arrays");
         NEED(8 * (size_t)ndim + 8);
         /* numpy sizes are signed (npy_intp): the product of the non-zero
          * dimensions times the item size must stay below 2^63, even when
@@ -481,15 +485,17 @@ int rl_read_item(rl_reader *r, rl_item *it) {
             uint64_t d = get64(r->p + 8 * i);
             it->u.array.shape[i] = d;
             if (d == 0) { empty = 1; continue; }
-            if (span > (uint64_t)INT64_MAX / d) return RL_EPROTO;
+            if (span > (uint64_t)INT64_MAX / d)
+                FAIL(RL_EPROTO, "array shape overflows (item size times dimensions reaches 2^63)");
             span *= d;
         }
         uint64_t nbytes = empty ? 0 : span;
         uint64_t off = get64(r->p + 8 * ndim);
         r->p += 8 * (size_t)ndim + 8;
-        if (off % RL_ALIGN) return RL_EPROTO;
-        if (off < r->data_end) return RL_EPROTO;  /* overlapping or out of order */
-        if (off > r->data_len || nbytes > r->data_len - off) return RL_EPROTO;
+        if (off % RL_ALIGN) FAIL(RL_EPROTO, "array offset is not a multiple of 64");
+        if (off < r->data_end) FAIL(RL_EPROTO, "arrays overlap or are out of order in the data section");
+        if (off > r->data_len || nbytes > r->data_len - off)
+            FAIL(RL_EPROTO, "array lies outside the data section");
         r->data_end = off + nbytes;
         it->u.array.dtype = dt;
         it->u.array.ndim = ndim;
@@ -499,7 +505,7 @@ int rl_read_item(rl_reader *r, rl_item *it) {
         return RL_OK;
     }
     default:
-        return RL_EPROTO;
+        FAIL(RL_EPROTO, "unknown value tag");
     }
 }
 
@@ -550,14 +556,14 @@ int rl_meta_validate(const uint8_t *meta, size_t meta_len, uint64_t data_len,
             const uint8_t *k;
             uint32_t kn;
             if ((rc = rl_read_key(&r, &k, &kn))) {
-                reason = rc == RL_ELIMIT ? "a dict key exceeds max_str_bytes" : "malformed dict key";
+                reason = rc == RL_ELIMIT ? "a dict key is longer than max_str_bytes"
+                                         : "a dict key's length points past the end of the meta";
                 goto fail;
             }
             if (!rl_utf8_valid(k, kn)) { rc = RL_EPROTO; reason = "dict key is not valid UTF-8"; goto fail; }
         }
         if ((rc = rl_read_item(&r, &it))) {
-            reason = rc == RL_ELIMIT ? "a size or count exceeds a configured limit"
-                                     : "malformed value";
+            reason = r.why ? r.why : "malformed value";
             goto fail;
         }
         if (depth == 0 && root_tag) *root_tag = it.tag;
@@ -565,7 +571,7 @@ int rl_meta_validate(const uint8_t *meta, size_t meta_len, uint64_t data_len,
             rc = RL_EPROTO; reason = "string is not valid UTF-8"; goto fail;
         }
         if (it.tag == RL_T_LIST || it.tag == RL_T_TUPLE || it.tag == RL_T_DICT) {
-            if (depth + 1 > max_depth) { rc = RL_ELIMIT; reason = "nesting too deep"; goto fail; }
+            if (depth + 1 > max_depth) { rc = RL_ELIMIT; reason = "nested deeper than max_depth"; goto fail; }
             depth++;
             remaining[depth] = it.u.count;
             is_dict[depth] = it.tag == RL_T_DICT;

@@ -222,6 +222,7 @@ typedef struct rl_reader {
     uint64_t data_end;     /* end of the previous array: arrays must not overlap */
     const rl_limits *limits;
     uint32_t arrays, items;
+    const char *why;       /* after a failed read: a static reason naming the rule */
 } rl_reader;
 
 void rl_reader_init(rl_reader *r, const uint8_t *meta, size_t meta_len,
