@@ -92,6 +92,10 @@ typedef struct rl_conn {
     int reliable;              /* frames carry checksums; learner: sequenced */
     uint64_t last_seq;         /* actor: highest seq put on this connection (send_mu) */
     struct rl_session *sess;   /* learner: the actor's session (under node->mu) */
+    /* per-peer counters (atomic): application messages, whole frames */
+    uint64_t msgs_in, frame_bytes_in, msgs_out, frame_bytes_out;
+    uint64_t params_version;   /* learner: newest parameters put on this connection */
+    long long opened_ms;
 } rl_conn;
 
 /* Learner, reliable mode: what one actor session has been delivered. Kept
@@ -151,6 +155,7 @@ struct rl_node {
     rl_buf *params;            /* learner: newest published frame */
     rl_msg *params_in;         /* actor: newest received, not yet taken */
     uint64_t params_in_version;
+    uint64_t params_newest;    /* actor: newest version received */
 
     rl_event events[NEVENTS];
     int ev_head, ev_count;
@@ -189,6 +194,9 @@ struct rl_node {
 };
 
 #define STAT_ADD(n, field, v) __atomic_add_fetch(&(n)->field, (uint64_t)(v), __ATOMIC_RELAXED)
+#define CONN_COUNT(c, msgs, bytes, nbytes) do { \
+        __atomic_add_fetch(&(c)->msgs, 1, __ATOMIC_RELAXED); \
+        __atomic_add_fetch(&(c)->bytes, (uint64_t)(nbytes), __ATOMIC_RELAXED); } while (0)
 
 /* ======================================================================== */
 /* small helpers                                                            */
@@ -353,6 +361,7 @@ static rl_conn *conn_new(int fd, int state) {
     c->fd = fd;
     c->state = state;
     c->hs_need = RL_HELLO_SIZE;
+    c->opened_ms = rl_now_ms();
     pthread_mutex_init(&c->send_mu, NULL);
     cond_init_mono(&c->send_cv);
     rl_ring_init(&c->ring);
@@ -509,6 +518,10 @@ static int ring_flush_locked(rl_conn *c) {
             rl_buf *b = c->pending_params;
             if (ring_put_ref(c, b, b->data, b->len) == 0) {
                 ring_mark_message(c);
+                CONN_COUNT(c, msgs_out, frame_bytes_out, b->len);
+                rl_header ph;
+                if (rl_header_decode(b->data, UINT64_MAX, &ph) == RL_OK)
+                    __atomic_store_n(&c->params_version, ph.ref, __ATOMIC_RELAXED);
                 c->pending_params = NULL;
                 rl_buf_unref(b);
             }
@@ -630,6 +643,7 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
                                                : ring_put_ref(c, b, b->data, b->len);
             if (put == 0) {
                 ring_mark_message(c);
+                CONN_COUNT(c, msgs_out, frame_bytes_out, b->len);
                 c->last_seq = h.seq;
                 /* write now from this thread unless a batch is building up */
                 long long t = now_ns();
@@ -767,6 +781,7 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
         if (!had_out) rl_waker_wake(&n->waker);
     }
 out:
+    if (rc == RL_OK) CONN_COUNT(c, msgs_out, frame_bytes_out, total);
     pthread_mutex_unlock(&c->send_mu);
     conn_unref(c);
     return rc;
@@ -921,6 +936,7 @@ static int deliver(rl_node *n, rl_conn *c, rl_msg *m, const char **why) {
         if (m->hdr.flags & RL_FLAG_REDELIVERED) STAT_ADD(n, st_redelivered, 1);
     }
     STAT_ADD(n, st_received, 1);
+    CONN_COUNT(c, msgs_in, frame_bytes_in, m->size);
     if (qi == RL_Q_TRAJ || qi == RL_Q_REQUEST || qi == RL_Q_PUSH) {
         /* Batched: flush_pending hands a whole read's worth over under one lock. */
         msgq *p = &n->pend[qi];
@@ -944,6 +960,7 @@ static int deliver(rl_node *n, rl_conn *c, rl_msg *m, const char **why) {
         }
     }
     if (qi == -2) {
+        if (m->hdr.ref > n->params_newest) n->params_newest = m->hdr.ref;
         if (!n->params_in_version || m->hdr.ref > n->params_in_version || !n->params_in) {
             rl_msg_free(n->params_in);
             n->params_in = m;
@@ -1088,7 +1105,7 @@ static int open_conn(rl_node *n, rl_conn *c, const rl_hello *peer, const char **
     rl_hello_encode(&mine, out);
     c->peer_id = peer->node_id;
     c->state = CONN_OPEN;
-    c->last_rx_ms = rl_now_ms();
+    __atomic_store_n(&c->last_rx_ms, rl_now_ms(), __ATOMIC_RELAXED);
     push_event(n, RL_EV_JOINED, c->peer_id, 0, "");
     rl_buf *params = n->params ? rl_buf_ref(n->params) : NULL;
     pthread_mutex_unlock(&n->mu);
@@ -1165,7 +1182,7 @@ static int handshake_step(rl_node *n, rl_conn *c, const char **why, char *buf, s
  * RL_E* after which the connection must be dropped (*why set). */
 static int conn_read(rl_node *n, rl_conn *c, const char **why, char *buf, size_t bufsz) {
     size_t budget = READ_BUDGET;
-    c->last_rx_ms = rl_now_ms();   /* POLLIN: bytes (or the end) arrived */
+    __atomic_store_n(&c->last_rx_ms, rl_now_ms(), __ATOMIC_RELAXED);   /* POLLIN: bytes (or the end) arrived */
     while (budget > 0) {
         if (c->state == CONN_HANDSHAKE) {
             ssize_t r = rl_sock_read(c->fd, c->hs + c->hs_have, c->hs_need - c->hs_have);
@@ -1457,7 +1474,7 @@ static void *io_main(void *arg) {
                     snap[i] = NULL;
                     continue;
                 }
-                c->last_rx_ms = now;
+                __atomic_store_n(&c->last_rx_ms, now, __ATOMIC_RELAXED);
             }
             pthread_mutex_lock(&c->send_mu);
             if (c->state == CONN_OPEN && !c->closed) {
@@ -1808,7 +1825,39 @@ void rl_node_stats(rl_node *n, rl_stats *st) {
     st->acked = n->acked;
     st->reliable = n->reliable;
     for (int i = 0; i < n->nconns; i++) st->peers += n->conns[i]->state == CONN_OPEN;
+    if (n->cfg.role == RL_ROLE_ACTOR) {
+        st->params_version = n->params_newest;
+    } else if (n->params) {
+        rl_header ph;
+        if (rl_header_decode(n->params->data, UINT64_MAX, &ph) == RL_OK) st->params_version = ph.ref;
+    }
     pthread_mutex_unlock(&n->mu);
+}
+
+int rl_node_peer_stats(rl_node *n, rl_peer_stats *out, int max) {
+    int k = 0;
+    long long now = rl_now_ms();
+    pthread_mutex_lock(&n->mu);
+    for (int i = 0; i < n->nconns && k < max; i++) {
+        rl_conn *c = n->conns[i];
+        if (c->state != CONN_OPEN) continue;
+        rl_peer_stats *p = &out[k++];
+        p->peer_id = c->peer_id;
+        p->msgs_in = __atomic_load_n(&c->msgs_in, __ATOMIC_RELAXED);
+        p->bytes_in = __atomic_load_n(&c->frame_bytes_in, __ATOMIC_RELAXED);
+        p->msgs_out = __atomic_load_n(&c->msgs_out, __ATOMIC_RELAXED);
+        p->bytes_out = __atomic_load_n(&c->frame_bytes_out, __ATOMIC_RELAXED);
+        p->params_version = __atomic_load_n(&c->params_version, __ATOMIC_RELAXED);
+        p->idle_ms = now - __atomic_load_n(&c->last_rx_ms, __ATOMIC_RELAXED);
+        if (p->idle_ms < 0) p->idle_ms = 0;
+        p->age_ms = now - c->opened_ms;
+        pthread_mutex_lock(&c->send_mu);
+        p->sendq_bytes = c->ring.bytes + (c->pending_params ? c->pending_params->len : 0);
+        p->rtt_us = c->closed ? -1 : rl_sock_rtt_us(c->fd);
+        pthread_mutex_unlock(&c->send_mu);
+    }
+    pthread_mutex_unlock(&n->mu);
+    return k;
 }
 
 int rl_node_start(rl_node *n) {

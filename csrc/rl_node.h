@@ -84,8 +84,22 @@ typedef struct rl_stats {
     uint64_t reconnects;      /* actor: successful reconnections */
     uint64_t rejected;        /* learner: connections dropped for a violation */
     uint64_t peers;           /* open connections now */
+    uint64_t params_version;  /* learner: newest published; actor: newest received */
     int reliable;             /* actor: the session is in reliable mode */
 } rl_stats;
+
+/* One open connection, as seen by this node. Messages count application
+ * frames (not ACK/HEARTBEAT); bytes are whole frames, header included. */
+typedef struct rl_peer_stats {
+    uint64_t peer_id;
+    uint64_t msgs_in, bytes_in;    /* received and queued for the application */
+    uint64_t msgs_out, bytes_out;  /* handed to this connection */
+    uint64_t sendq_bytes;          /* waiting in its send queue now */
+    uint64_t params_version;       /* learner: newest parameters put on it */
+    long long idle_ms;             /* since bytes last arrived from the peer */
+    long long age_ms;              /* since the connection was accepted/opened */
+    long long rtt_us;              /* the kernel's smoothed RTT estimate, -1 if unknown */
+} rl_peer_stats;
 
 /* Receive queues. */
 enum { RL_Q_TRAJ = 0, RL_Q_REQUEST = 1, RL_Q_PUSH = 2, RL_Q_REPLY = 3, RL_NQUEUES = 4 };
@@ -142,6 +156,10 @@ uint64_t rl_node_learner_id(rl_node *n);
 
 /* Snapshot of the counters. Thread-safe. */
 void rl_node_stats(rl_node *n, rl_stats *out);
+
+/* Per-connection counters of up to max open connections; returns how many
+ * were written. Thread-safe; cheap (no syscall but one getsockopt each). */
+int rl_node_peer_stats(rl_node *n, rl_peer_stats *out, int max);
 
 /* Start the I/O thread. */
 int rl_node_start(rl_node *n);

@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -229,4 +230,17 @@ void rl_waker_close(rl_waker *w) {
     if (w->rfd >= 0) close(w->rfd);
     if (w->wfd >= 0 && w->wfd != w->rfd) close(w->wfd);
     w->rfd = w->wfd = -1;
+}
+
+long long rl_sock_rtt_us(int fd) {
+#if defined(__linux__) && defined(TCP_INFO)
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    if (fd >= 0 && getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+        len >= offsetof(struct tcp_info, tcpi_rtt) + sizeof ti.tcpi_rtt)
+        return (long long)ti.tcpi_rtt;
+#else
+    (void)fd;
+#endif
+    return -1;
 }

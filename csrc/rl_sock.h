@@ -33,6 +33,10 @@ int rl_sock_accept(int lfd);
 /* TCP_NODELAY, buffer sizes, non-blocking, close-on-exec. */
 void rl_sock_tune(int fd);
 
+/* The kernel's smoothed round-trip time estimate for a connected TCP socket
+ * in microseconds (TCP_INFO), or -1 where unavailable. */
+long long rl_sock_rtt_us(int fd);
+
 /* Wait until fd is readable (RL_POLLIN) / writable (RL_POLLOUT), up to
  * timeout_ms. Returns 0, RL_ETIMEDOUT or RL_ESYS. */
 int rl_sock_wait(int fd, unsigned events, int timeout_ms);

@@ -19,10 +19,10 @@ from rlink._errors import (
     AddressInUseError, AuthenticationError, ClosedError, ConnectError, ConnectionLostError, MessageTooLargeError,
     ProtocolError, RLinkError, TimeoutError,
 )
-from rlink._nodes import ActorNode, LearnerNode, Message, Parameters, Request
+from rlink._nodes import ActorNode, Event, LearnerNode, Message, Parameters, Request
 
 __all__ = [
-    "__version__", "LearnerNode", "ActorNode", "Message", "Parameters", "Request",
+    "__version__", "LearnerNode", "ActorNode", "Message", "Parameters", "Request", "Event",
     "RLinkError", "ConnectError", "ConnectionLostError", "TimeoutError", "ProtocolError",
     "MessageTooLargeError", "ClosedError", "AddressInUseError", "AuthenticationError",
 ]

@@ -877,8 +877,33 @@ cdef class _Node:
             "retained": st.retained, "retained_bytes": st.retained_bytes, "acked": st.acked,
             "redelivered": st.redelivered, "duplicates": st.duplicates,
             "reconnects": st.reconnects, "rejected": st.rejected, "peers": st.peers,
-            "reliable": bool(st.reliable),
+            "reliable": bool(st.reliable), "params_version": st.params_version,
         }
+
+    def peer_stats(self):
+        """Per open connection: {peer_id: {counter: value}}."""
+        cdef rl_peer_stats *ps
+        cdef int k, cap = 64
+        while True:
+            ps = <rl_peer_stats *>malloc(cap * sizeof(rl_peer_stats))
+            if ps == NULL:
+                raise MemoryError()
+            with nogil:
+                k = rl_node_peer_stats(self.n, ps, cap)
+            if k < cap:
+                break
+            free(ps)
+            cap *= 4
+        try:
+            return {ps[i].peer_id: {
+                "messages_in": ps[i].msgs_in, "bytes_in": ps[i].bytes_in,
+                "messages_out": ps[i].msgs_out, "bytes_out": ps[i].bytes_out,
+                "send_queue_bytes": ps[i].sendq_bytes, "params_version": ps[i].params_version,
+                "last_seen_s": ps[i].idle_ms / 1000.0, "connected_s": ps[i].age_ms / 1000.0,
+                "rtt_ms": ps[i].rtt_us / 1000.0 if ps[i].rtt_us >= 0 else None,
+            } for i in range(k)}
+        finally:
+            free(ps)
 
     def peers(self):
         cdef uint64_t ids[1024]

@@ -7,6 +7,7 @@ threads sending on one actor). Blocking calls release the GIL.
 from __future__ import annotations
 
 import atexit
+import collections
 import ipaddress
 import itertools
 import logging
@@ -25,10 +26,25 @@ _live: "weakref.WeakSet[_Node]" = weakref.WeakSet()
 
 
 class Message(NamedTuple):
-    """A message received by a learner, with the id of the actor that sent it."""
+    """A message received by a learner, with the id of the actor that sent it,
+    and the parameter version that actor's application held when it sent it
+    (the last returned by ``latest_parameters``/``wait_parameters``; 0 = none):
+    ``learner_version - params_version`` is the policy lag of this data."""
     actor_id: int
     data: dict
     redelivered: bool = False
+    params_version: int = 0
+
+
+class Event(NamedTuple):
+    """Something that happened to a learner's connections: ``kind`` is
+    ``"joined"``, ``"left"`` or ``"rejected"`` (a protocol or limit violation,
+    or a failed authentication; ``actor_id`` is 0 when the peer never said who
+    it was)."""
+    kind: str
+    actor_id: int
+    reason: str
+    time: float
 
 
 class Parameters(NamedTuple):
@@ -88,6 +104,8 @@ def _check_seconds(name: str, value: Any, maximum: float = 86400.0 * 365) -> flo
 
 
 AUTH_KEY_ENV = "RLINK_AUTH_KEY"
+_MAX_EVENTS = 1024
+_EVENT_KINDS = {_core.EV_JOINED: "joined", _core.EV_LEFT: "left", _core.EV_REJECTED: "rejected"}
 
 
 def _auth_key(value: Any) -> bytes:
@@ -145,6 +163,9 @@ class _Node:
                 f"create a new node in this process")
         return core
 
+    _events: "collections.deque[Event] | None" = None
+    _rates: "dict[int, tuple[float, tuple[int, int, int, int]]] | None" = None
+
     def _log_events(self, core: Any) -> None:
         for kind, peer, _code, reason in core.events():
             if kind == _core.EV_JOINED:
@@ -153,6 +174,25 @@ class _Node:
                 log.info("%s: peer %#x left: %s", self, peer, reason)
             else:
                 log.warning("%s: dropped a connection: %s", self, reason)
+            if self._events is None:
+                self._events = collections.deque(maxlen=_MAX_EVENTS)
+            self._events.append(Event(_EVENT_KINDS[kind], peer, reason, time.time()))
+
+    def _peer_stats(self, core: Any) -> dict:
+        """Per-connection counters, with rates over the time since the
+        previous call (since the connection opened, on the first)."""
+        now = time.monotonic()
+        peers = core.peer_stats()
+        prev = self._rates or {}
+        self._rates = {}
+        for peer, st in peers.items():
+            totals = (st["messages_in"], st["bytes_in"], st["messages_out"], st["bytes_out"])
+            t0, before = prev.get(peer, (now - st["connected_s"], (0, 0, 0, 0)))
+            dt = max(now - t0, 1e-3)
+            for name, a, b in zip(("messages_in", "bytes_in", "messages_out", "bytes_out"), totals, before):
+                st[name + "_per_s"] = (a - b) / dt
+            self._rates[peer] = (now, totals)
+        return peers
 
     def close(self, timeout: float = 1.0) -> None:
         """Close the node: flush queued messages for up to ``timeout`` seconds,
@@ -270,8 +310,24 @@ class LearnerNode(_Node):
 
     def stats(self) -> dict:
         """Counters: sent, received, dropped, redelivered, duplicates,
-        rejected, peers (see the README)."""
-        return self._core_or_raise().stats()
+        rejected, peers, params_version (newest published), and ``actors``:
+        per connected actor, messages and bytes in/out with rates, send queue
+        bytes, the parameter version last sent to it, seconds since it was
+        last heard from, and the kernel's RTT estimate (see the README).
+        Cheap enough to call every training step."""
+        core = self._core_or_raise()
+        st = core.stats()
+        st["actors"] = self._peer_stats(core)
+        return st
+
+    def events(self) -> list[Event]:
+        """Joins, departures and rejected connections since the last call
+        (the newest 1024 are kept). Each is also logged on the ``rlink``
+        logger."""
+        core = self._core_or_raise()
+        self._log_events(core)
+        out, self._events = list(self._events or ()), None
+        return out
 
     @property
     def actors(self) -> list[int]:
@@ -296,8 +352,8 @@ class LearnerNode(_Node):
             got = core.recv(_core.Q_TRAJ, max_count, timeout)
         finally:
             self._log_events(core)
-        return [Message(peer, value, bool(flags & _core.FLAG_REDELIVERED))
-                for peer, _ref, flags, value in got]
+        return [Message(peer, value, bool(flags & _core.FLAG_REDELIVERED), ref)
+                for peer, ref, flags, value in got]
 
     def receive_request(self, timeout: float | None = None) -> Request:
         """The next request from any actor; answer with ``request.reply(dict)``."""
@@ -508,8 +564,19 @@ class ActorNode(_Node):
 
     def stats(self) -> dict:
         """Counters: sent, received, dropped, retained, retained_bytes, acked,
-        reconnects, peers, reliable (see the README)."""
-        return self._core_or_raise().stats()
+        reconnects, peers, reliable; ``params_version`` (held by the
+        application) and ``params_newest`` (received); and, while connected,
+        the connection's messages and bytes in/out with rates, send queue
+        bytes, seconds since the learner was last heard from and the RTT
+        estimate (see the README)."""
+        core = self._core_or_raise()
+        st = core.stats()
+        st["params_newest"] = st["params_version"]
+        st["params_version"] = self._returned
+        for conn in self._peer_stats(core).values():
+            del conn["params_version"]
+            st.update(conn)
+        return st
 
     def send_trajectory(self, data: dict, timeout: float | None = None) -> None:
         """Send one trajectory (a dict) to the learner.
@@ -519,7 +586,7 @@ class ActorNode(_Node):
         then reuse its arrays. Blocks while the queue is full, up to
         ``timeout`` seconds, then raises :class:`rlink.TimeoutError` with
         nothing sent."""
-        self._core_or_raise().send(0, _core.KIND_TRAJ, 0, data, timeout)
+        self._core_or_raise().send(0, _core.KIND_TRAJ, self._returned, data, timeout)
 
     def request(self, data: dict, timeout: float | None = None) -> dict:
         """Send a request and wait for the learner's reply to it. A request in

@@ -152,8 +152,13 @@ cdef extern from "rl_node.h" nogil:
 
     ctypedef struct rl_stats:
         uint64_t sent, received, dropped, retained, retained_bytes, acked
-        uint64_t redelivered, duplicates, reconnects, rejected, peers
+        uint64_t redelivered, duplicates, reconnects, rejected, peers, params_version
         int reliable
+
+    ctypedef struct rl_peer_stats:
+        uint64_t peer_id, msgs_in, bytes_in, msgs_out, bytes_out, sendq_bytes, params_version
+        long long idle_ms, age_ms, rtt_us
+    int rl_node_peer_stats(rl_node *n, rl_peer_stats *out, int max)
 
     ctypedef struct rl_iov:
         const void *base
