@@ -1124,6 +1124,14 @@ static int open_conn(rl_node *n, rl_conn *c, const rl_hello *peer, const char **
     return 0;
 }
 
+/* Why rl_hello_decode refused a hello (static text). */
+static const char *hello_problem(const uint8_t *hs) {
+    if (memcmp(hs, RL_MAGIC, 4) != 0) return "bad handshake: not an rlink peer (no RLNK magic)";
+    if (hs[6] != RL_ROLE_ACTOR && hs[6] != RL_ROLE_LEARNER) return "bad handshake: unknown role";
+    if (hs[7] & ~(RL_HELLO_RELIABLE | RL_HELLO_AUTH)) return "bad handshake: unknown flag bits";
+    return "bad handshake: node_id is 0";
+}
+
 /* Learner: c->hs holds the c->hs_need bytes this handshake phase waits for.
  * Returns 0 (the handshake moved on) or an RL_E* with *why set. */
 static int handshake_step(rl_node *n, rl_conn *c, const char **why, char *buf, size_t bufsz) {
@@ -1149,7 +1157,7 @@ static int handshake_step(rl_node *n, rl_conn *c, const char **why, char *buf, s
         *why = buf;
         return rc;
     }
-    if (rc) { *why = "bad handshake (not an rlink peer?)"; return rc; }
+    if (rc) { *why = hello_problem(c->hs); return rc; }
     if (peer.role != RL_ROLE_ACTOR) { *why = "peer is not an actor"; return RL_EPROTO; }
     int offers = (peer.flags & RL_HELLO_AUTH) != 0;
     if (keyed != offers) {
