@@ -484,6 +484,11 @@ cdef class _Reader:
             Py_INCREF(<object>descr)
             flags = cnp.NPY_ARRAY_WRITEABLE | cnp.NPY_ARRAY_ALIGNED
             flags |= cnp.NPY_ARRAY_F_CONTIGUOUS if it.u.array.aflags & RL_AF_FORTRAN else cnp.NPY_ARRAY_C_CONTIGUOUS
+            if self.data == NULL:
+                # No data section: every array in the message is empty. numpy
+                # allocates the (empty) buffer; NULL + offset would be UB.
+                return PyArray_NewFromDescr(<void *>cnp.ndarray, <void *>descr, <int>it.u.array.ndim,
+                                            dims, NULL, NULL, flags, NULL)
             arr = PyArray_NewFromDescr(<void *>cnp.ndarray, <void *>descr, <int>it.u.array.ndim, dims, NULL,
                                        self.data + it.u.array.offset, flags, NULL)
             cnp.set_array_base(arr, self.owner)
