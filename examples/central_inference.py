@@ -29,6 +29,7 @@ import rlink
 
 REQUEST_TIMEOUT = 30.0   # an actor gives up when the learner does not answer this long
 MAX_BATCH = 64
+EXIT_TIMEOUT = 30.0      # how long finished actors get to exit
 
 
 def actor_main(index: int, address: str, steps: int, seed: int) -> None:
@@ -46,7 +47,7 @@ def actor_main(index: int, address: str, steps: int, seed: int) -> None:
                     returns.append(running)
                     running = 0.0
                     obs, _ = env.reset()
-    except rlink.RLinkError as e:   # the learner stopped or fell silent
+    except rlink.RLinkError as e:   # the learner stopped early (Ctrl-C) or fell silent
         sys.exit(f"actor {index}: stopping: {e}")
     finally:
         env.close()
@@ -98,29 +99,50 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     policy = nn.Sequential(nn.Linear(4, 64), nn.Tanh(), nn.Linear(64, 2))
     with rlink.LearnerNode(port=0) as learner:
-        ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=actor_main, args=(i, learner.address, args.steps, args.seed), daemon=True)
-                 for i in range(args.actors)]
-        # Started with SIGINT ignored, which the children keep: Ctrl-C stops
-        # the learner, and the actors then fail fast on the lost connection.
-        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for proc in procs:
-            proc.start()
-        signal.signal(signal.SIGINT, handler)
+        procs = start_actors(args, learner.address)
+        served = False
         try:
             sizes, seconds = serve(learner, policy, args.actors * args.steps, procs)
+            served = True
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
         finally:
-            # Closing first makes an actor still waiting for a reply (after an
-            # error or Ctrl-C) fail at once instead of at its timeout.
+            # After a normal run every actor has had all its replies and is
+            # exiting. After Ctrl-C or an error, closing the learner makes an
+            # actor waiting for a reply fail at once; one still starting up
+            # would retry connecting until its connect_timeout, so actors get
+            # only a short grace before they are terminated.
             learner.close()
-            for proc in procs:
-                proc.join(REQUEST_TIMEOUT)
-                if proc.is_alive():
-                    proc.terminate()
-                    proc.join()
+            join_actors(procs, grace=EXIT_TIMEOUT if served else 3.0)
     print(f"served {sum(sizes)} requests from {args.actors} actors in {len(sizes)} batches "
           f"(mean batch {np.mean(sizes):.1f}, largest {max(sizes)}), {sum(sizes) / seconds:,.0f} requests/s")
     return 0 if all(proc.exitcode == 0 for proc in procs) else 1
+
+
+def start_actors(args: argparse.Namespace, address: str) -> list[mp.Process]:
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=actor_main, args=(i, address, args.steps, args.seed), daemon=True)
+             for i in range(args.actors)]
+    # Started with SIGINT ignored, which the children keep: Ctrl-C reaches
+    # only the learner, whose closing then stops the actors.
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for proc in procs:
+            proc.start()
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    return procs
+
+
+def join_actors(procs: list[mp.Process], grace: float) -> None:
+    """Join every actor; any still running after ``grace`` seconds is terminated."""
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.terminate()
+            proc.join()
 
 
 if __name__ == "__main__":
