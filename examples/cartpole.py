@@ -538,8 +538,11 @@ def write_outputs(args: argparse.Namespace, progress: Progress) -> None:
     if args.summary:
         Path(args.summary).write_text(json.dumps(progress.summary(), indent=1))
     if args.plot and progress.curve:
-        plot_curve(progress, args.plot, f"PPO on {ENV_ID} over rlink, {args.actors} actors x "
-                                        f"{args.envs_per_actor} envs, seed {args.seed}\n{progress.outcome()}")
+        seconds, steps = progress.reached or (progress.elapsed(), progress.env_steps)
+        result = "reached" if progress.reached else "not reached"
+        plot_curve(progress, args.plot, f"PPO on {ENV_ID} over rlink: {args.actors} actors x "
+                                        f"{args.envs_per_actor} envs, seed {args.seed}\n"
+                                        f"{args.target:g} {result} after {seconds:.1f} s, {steps:,} env steps")
 
 
 if __name__ == "__main__":
