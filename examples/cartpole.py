@@ -474,18 +474,19 @@ def train(args: argparse.Namespace, learner: rlink.LearnerNode, procs: list[mp.P
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-5)
     rng = torch.Generator().manual_seed(args.seed)
     batcher = RolloutBatcher(args.actors)
-    deadline = time.monotonic() + args.max_seconds
+    deadline = progress.start + args.max_seconds   # the budget includes starting the actors
     progress.version = learner.publish_parameters(parameters_message(model))
-    while True:
+    while time.monotonic() < deadline:
         batch = next_batch(learner, batcher, procs, deadline)
         if batch is None:
-            return False
+            break
         loss = ppo_update(model, optimizer, batch, cfg, rng)
         progress.record(batch, loss)
         progress.version = learner.publish_parameters(parameters_message(model))
         progress.print_line()
         if progress.reached_target() or len(progress.losses) == args.iterations:
             return True
+    return False
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
