@@ -67,8 +67,8 @@ typedef struct rl_hello {
 
 /* Write the 32-byte hello into out. */
 void rl_hello_encode(const rl_hello *h, uint8_t out[RL_HELLO_SIZE]);
-/* Parse a hello. Returns RL_OK, RL_EPROTO (bad magic, bad role, non-zero
- * reserved bytes) or RL_EVERSION (version != RL_PROTOCOL_VERSION; h->version
+/* Parse a hello. Returns RL_OK, RL_EPROTO (bad magic, bad role, unknown flag bits,
+ * node_id 0) or RL_EVERSION (version != RL_PROTOCOL_VERSION; h->version
  * still holds the peer's version so the caller can name it). */
 int rl_hello_decode(const uint8_t in[RL_HELLO_SIZE], rl_hello *h);
 

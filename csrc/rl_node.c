@@ -31,6 +31,7 @@
 /* ======================================================================== */
 enum { CONN_HANDSHAKE = 1, CONN_OPEN = 2, CONN_CLOSED = 3 };
 enum { HS_HELLO = 0, HS_PROOF = 1 };
+#define RL_MAX_LISTEN 3
 #define RL_NONCE_SIZE 32u
 
 #define RX_CAP (128u * 1024u)      /* small-frame receive buffer */
@@ -96,6 +97,7 @@ typedef struct rl_conn {
     uint64_t msgs_in, frame_bytes_in, msgs_out, frame_bytes_out;
     uint64_t params_version;   /* learner: newest parameters put on this connection */
     long long opened_ms;
+    int local;                 /* AF_UNIX: a same-host connection */
 } rl_conn;
 
 /* Learner, reliable mode: what one actor session has been delivered. Kept
@@ -130,7 +132,9 @@ struct rl_node {
     rl_config cfg;             /* cfg.auth_key points at auth_key below */
     uint8_t *auth_key;
     uint64_t id;
-    int lfd;
+    int lfds[RL_MAX_LISTEN];   /* learner: TCP, then same-host endpoints */
+    int nlfds;
+    char ipc_path[RL_LOCAL_NAME_MAX];  /* a socket file to remove at close */
     long long accept_paused_until;   /* I/O thread: out of fds, retry accepting then */
     rl_waker waker;
     rl_poller *poller;
@@ -295,6 +299,7 @@ void rl_config_default(rl_config *c, int role) {
     c->heartbeat_ms = 1000;
     c->peer_timeout_ms = 5000;
     c->retain_max_bytes = (size_t)256 << 20;
+    c->local = 1;
     rl_limits_default(&c->limits);
 }
 
@@ -1119,6 +1124,14 @@ static int open_conn(rl_node *n, rl_conn *c, const rl_hello *peer, const char **
     return 0;
 }
 
+/* Why rl_hello_decode refused a hello (static text). */
+static const char *hello_problem(const uint8_t *hs) {
+    if (memcmp(hs, RL_MAGIC, 4) != 0) return "bad handshake: not an rlink peer (no RLNK magic)";
+    if (hs[6] != RL_ROLE_ACTOR && hs[6] != RL_ROLE_LEARNER) return "bad handshake: unknown role";
+    if (hs[7] & ~(RL_HELLO_RELIABLE | RL_HELLO_AUTH)) return "bad handshake: unknown flag bits";
+    return "bad handshake: node_id is 0";
+}
+
 /* Learner: c->hs holds the c->hs_need bytes this handshake phase waits for.
  * Returns 0 (the handshake moved on) or an RL_E* with *why set. */
 static int handshake_step(rl_node *n, rl_conn *c, const char **why, char *buf, size_t bufsz) {
@@ -1144,7 +1157,7 @@ static int handshake_step(rl_node *n, rl_conn *c, const char **why, char *buf, s
         *why = buf;
         return rc;
     }
-    if (rc) { *why = "bad handshake (not an rlink peer?)"; return rc; }
+    if (rc) { *why = hello_problem(c->hs); return rc; }
     if (peer.role != RL_ROLE_ACTOR) { *why = "peer is not an actor"; return RL_EPROTO; }
     int offers = (peer.flags & RL_HELLO_AUTH) != 0;
     if (keyed != offers) {
@@ -1304,9 +1317,14 @@ static void reject_event(rl_node *n, int code, const char *reason) {
     pthread_mutex_unlock(&n->mu);
 }
 
-static void accept_all(rl_node *n) {
+static void listen_interest(rl_node *n, unsigned events) {
+    for (int i = 0; i < n->nlfds; i++) rl_poller_set(n->poller, n->lfds[i], events, NULL);
+}
+
+static void accept_all(rl_node *n, int lfd) {
+    int local = lfd != n->lfds[0];
     for (;;) {
-        int fd = rl_sock_accept(n->lfd);
+        int fd = rl_sock_accept(lfd);
         if (fd == RL_EAGAIN) return;
         if (fd < 0) {
             /* Out of file descriptors, typically. The listening socket stays
@@ -1314,7 +1332,7 @@ static void accept_all(rl_node *n) {
              * the connections waiting in the backlog are accepted later. */
             int e = errno;
             n->accept_paused_until = rl_now_ms() + ACCEPT_PAUSE_MS;
-            rl_poller_set(n->poller, n->lfd, 0, NULL);
+            listen_interest(n, 0);
             reject_event(n, RL_ESYS, e == EMFILE || e == ENFILE
                                          ? "cannot accept connections: out of file descriptors "
                                            "(raise `ulimit -n` or lower max_connections)"
@@ -1333,6 +1351,7 @@ static void accept_all(rl_node *n) {
             continue;
         }
         rl_conn *c = conn_new(fd, CONN_HANDSHAKE);
+        if (c) c->local = local;
         if (!c) { close(fd); return; }
         c->deadline_ms = rl_now_ms() + n->cfg.handshake_timeout_ms;
         pthread_mutex_lock(&n->mu);
@@ -1415,6 +1434,17 @@ static void *io_main(void *arg) {
     for (;;) {
         long long now = rl_now_ms();
         int closing = __atomic_load_n(&n->closing, __ATOMIC_ACQUIRE);
+        if (closing && n->nlfds) {
+            /* Stop listening first: a peer that connected now would sit in
+             * the backlog, unanswered, until the close completes. */
+            for (int i = 0; i < n->nlfds; i++) {
+                rl_poller_del(n->poller, n->lfds[i]);
+                close(n->lfds[i]);
+            }
+            n->nlfds = 0;
+            if (n->ipc_path[0]) unlink(n->ipc_path);
+            n->ipc_path[0] = 0;
+        }
         pthread_mutex_lock(&n->mu);
         int room = queues_have_room(n);
         if (!room) n->reading_paused = 1;
@@ -1521,7 +1551,7 @@ static void *io_main(void *arg) {
             long long t = n->accept_paused_until - now;
             if (t <= 0) {
                 n->accept_paused_until = 0;
-                rl_poller_set(n->poller, n->lfd, RL_POLLIN, NULL);
+                listen_interest(n, RL_POLLIN);
             } else if (t < timeout) {
                 timeout = (int)t;
             }
@@ -1529,7 +1559,10 @@ static void *io_main(void *arg) {
         int k = rl_poller_wait(n->poller, evs, 128, timeout);
         for (int i = 0; i < k; i++) {
             if (evs[i].fd == n->waker.rfd) { rl_waker_drain(&n->waker); continue; }
-            if (evs[i].fd == n->lfd) { if (!closing) accept_all(n); continue; }
+            if (!evs[i].ctx && evs[i].fd != n->waker.rfd) {   /* a listening socket */
+                if (!closing) accept_all(n, evs[i].fd);
+                continue;
+            }
             rl_conn *c = evs[i].ctx;
             /* still in the table? (an earlier event this turn may have dropped it) */
             pthread_mutex_lock(&n->mu);
@@ -1583,7 +1616,7 @@ int rl_node_create(const rl_config *cfg, rl_node **out) {
     if (n->cfg.limits.max_depth > RL_MAX_DEPTH) n->cfg.limits.max_depth = RL_MAX_DEPTH;
     if (n->cfg.limits.max_ndim > RL_MAX_NDIM) n->cfg.limits.max_ndim = RL_MAX_NDIM;
     n->id = cfg->node_id ? cfg->node_id : random_id();
-    n->lfd = -1;
+    n->nlfds = 0;
     n->waker.rfd = n->waker.wfd = -1;
     pthread_mutex_init(&n->close_mu, NULL);
     pthread_mutex_init(&n->mu, NULL);
@@ -1603,10 +1636,32 @@ int rl_node_create(const rl_config *cfg, rl_node **out) {
 uint64_t rl_node_id(const rl_node *n) { return n->id; }
 
 int rl_node_listen(rl_node *n, const char *host, int port, int *bound_port) {
-    if (n->cfg.role != RL_ROLE_LEARNER || n->lfd >= 0) return RL_EINVAL;
+    if (n->cfg.role != RL_ROLE_LEARNER || n->nlfds > 0 || n->started) return RL_EINVAL;
     int fd = rl_sock_listen(host, port, bound_port);
     if (fd < 0) return fd;
-    n->lfd = fd;
+    n->lfds[n->nlfds++] = fd;
+    if (n->cfg.local) {
+        /* Same-host actors find this endpoint by the TCP address they were
+         * given. Taken already (another learner on this address in a
+         * different way)? Then same-host actors simply use TCP. */
+        char name[RL_LOCAL_NAME_MAX];
+        if (rl_sock_local_name(fd, name) == 0) {
+            int lfd = rl_sock_listen_local(name, 1);
+            if (lfd >= 0) n->lfds[n->nlfds++] = lfd;
+        }
+    }
+    return RL_OK;
+}
+
+int rl_node_listen_ipc(rl_node *n, const char *path) {
+    if (n->cfg.role != RL_ROLE_LEARNER || n->nlfds == 0 || n->nlfds >= RL_MAX_LISTEN ||
+        n->ipc_path[0] || n->started)
+        return RL_EINVAL;
+    if (strlen(path) >= sizeof n->ipc_path) return RL_EINVAL;
+    int fd = rl_sock_listen_local(path, 0);
+    if (fd < 0) return fd;
+    n->lfds[n->nlfds++] = fd;
+    snprintf(n->ipc_path, sizeof n->ipc_path, "%s", path);
     return RL_OK;
 }
 
@@ -1689,23 +1744,67 @@ static int actor_handshake(rl_node *n, int fd, int want_reliable, uint64_t acked
     return rc;
 }
 
-int rl_node_connect(rl_node *n, const char *host, int port, int timeout_ms, rl_hello *peer) {
+/* Actor: may a new connection be made now? */
+static int connect_allowed(rl_node *n, uint64_t *acked, int *want_reliable) {
     if (n->cfg.role != RL_ROLE_ACTOR) return RL_EINVAL;
     pthread_mutex_lock(&n->mu);
     int busy = n->nconns > 0, closing = n->closing;
-    uint64_t acked = n->acked;
-    int want_reliable = n->cfg.reliable || n->reliable;
+    *acked = n->acked;
+    *want_reliable = n->cfg.reliable || n->reliable;
     pthread_mutex_unlock(&n->mu);
     if (closing) return RL_ECLOSED;
     if (busy) return RL_EINVAL;   /* already connected */
+    return RL_OK;
+}
 
+static int attach_conn(rl_node *n, int fd, int local, const rl_hello *peer);
+
+int rl_node_connect(rl_node *n, const char *host, int port, int timeout_ms, rl_hello *peer) {
+    uint64_t acked;
+    int want_reliable, rc = connect_allowed(n, &acked, &want_reliable);
+    if (rc) return rc;
     long long deadline = rl_now_ms() + timeout_ms;
-    int fd = rl_sock_connect(host, port, timeout_ms);
+    if (n->cfg.local) {
+        /* Same host? Then the learner also listens on AF_UNIX, found by the
+         * address we were given. Any failure short of a verdict about the
+         * learner itself (version, key) falls back to TCP. */
+        char names[8][RL_LOCAL_NAME_MAX];
+        int k = rl_sock_local_candidates(host, port, names, 8);
+        for (int i = 0; i < k; i++) {
+            int fd = rl_sock_connect_local(names[i], 1);
+            if (fd < 0) continue;
+            rc = actor_handshake(n, fd, want_reliable, acked, deadline, peer);
+            if (rc == RL_OK) return attach_conn(n, fd, 1, peer);
+            close(fd);
+            if (rc == RL_EAUTH || rc == RL_EVERSION) return rc;
+        }
+    }
+    int fd = rl_sock_connect(host, port, (int)(deadline - rl_now_ms() > 0 ? deadline - rl_now_ms() : 0));
     if (fd < 0) return fd;
-    int rc = actor_handshake(n, fd, want_reliable, acked, deadline, peer);
+    rc = actor_handshake(n, fd, want_reliable, acked, deadline, peer);
     if (rc) { close(fd); return rc; }
+    return attach_conn(n, fd, 0, peer);
+}
+
+int rl_node_connect_ipc(rl_node *n, const char *path, int timeout_ms, rl_hello *peer) {
+    uint64_t acked;
+    int want_reliable, rc = connect_allowed(n, &acked, &want_reliable);
+    if (rc) return rc;
+    long long deadline = rl_now_ms() + timeout_ms;
+    int fd = rl_sock_connect_local(path, 0);
+    if (fd < 0) return fd;
+    rc = actor_handshake(n, fd, want_reliable, acked, deadline, peer);
+    if (rc) { close(fd); return rc; }
+    return attach_conn(n, fd, 1, peer);
+}
+
+/* Actor: the handshake on fd succeeded: make it the node's connection (and
+ * in reliable mode queue the resend). Takes ownership of fd. */
+static int attach_conn(rl_node *n, int fd, int local, const rl_hello *peer) {
+    int rc;
     rl_conn *c = conn_new(fd, CONN_OPEN);
     if (!c) { close(fd); return RL_ENOMEM; }
+    c->local = local;
     c->peer_id = peer->node_id;
     c->reliable = (peer->flags & RL_HELLO_RELIABLE) != 0;
     c->last_rx_ms = c->last_tx_ms = rl_now_ms();
@@ -1853,7 +1952,8 @@ int rl_node_peer_stats(rl_node *n, rl_peer_stats *out, int max) {
         p->age_ms = now - c->opened_ms;
         pthread_mutex_lock(&c->send_mu);
         p->sendq_bytes = c->ring.bytes + (c->pending_params ? c->pending_params->len : 0);
-        p->rtt_us = c->closed ? -1 : rl_sock_rtt_us(c->fd);
+        p->rtt_us = c->closed || c->local ? -1 : rl_sock_rtt_us(c->fd);
+        p->local = c->local;
         pthread_mutex_unlock(&c->send_mu);
     }
     pthread_mutex_unlock(&n->mu);
@@ -1863,7 +1963,8 @@ int rl_node_peer_stats(rl_node *n, rl_peer_stats *out, int max) {
 int rl_node_start(rl_node *n) {
     if (n->started) return RL_EINVAL;
     if (rl_poller_set(n->poller, n->waker.rfd, RL_POLLIN, NULL)) return RL_ESYS;
-    if (n->lfd >= 0 && rl_poller_set(n->poller, n->lfd, RL_POLLIN, NULL)) return RL_ESYS;
+    for (int i = 0; i < n->nlfds; i++)
+        if (rl_poller_set(n->poller, n->lfds[i], RL_POLLIN, NULL)) return RL_ESYS;
     pthread_mutex_lock(&n->mu);
     for (int i = 0; i < n->nconns; i++) {
         n->conns[i]->interest = RL_POLLIN;
@@ -2036,7 +2137,10 @@ void rl_node_close(rl_node *n, int flush_timeout_ms) {
             shutdown_all(n);
         }
         n->joined = 1;
-        if (n->lfd >= 0) { close(n->lfd); n->lfd = -1; }
+        for (int i = 0; i < n->nlfds; i++) close(n->lfds[i]);
+        n->nlfds = 0;
+        if (n->ipc_path[0]) unlink(n->ipc_path);   /* ours: bound by this node */
+        n->ipc_path[0] = 0;
         rl_waker_close(&n->waker);
         rl_poller_free(n->poller);
         n->poller = NULL;

@@ -61,6 +61,10 @@ typedef struct rl_config {
     int peer_timeout_ms;         /* drop a peer silent this long (0 = never) */
     size_t retain_max_bytes;     /* reliable actor: bound of the un-acked window */
     int max_connections;         /* learner: open + handshaking connections (0 = no bound) */
+    int local;                   /* same-host fast path (AF_UNIX), default on: a learner
+                                    also listens on an abstract socket named after its
+                                    TCP address; an actor tries it first when the
+                                    learner's address is on this machine */
     /* Shared secret for HMAC-SHA256 challenge-response in the handshake
      * (both directions). NULL/0 = no authentication. rl_node_create copies
      * it; the caller's buffer is not referenced afterwards. */
@@ -99,6 +103,7 @@ typedef struct rl_peer_stats {
     long long idle_ms;             /* since bytes last arrived from the peer */
     long long age_ms;              /* since the connection was accepted/opened */
     long long rtt_us;              /* the kernel's smoothed RTT estimate, -1 if unknown */
+    int local;                     /* AF_UNIX (same host) rather than TCP */
 } rl_peer_stats;
 
 /* Receive queues. */
@@ -121,8 +126,17 @@ int rl_node_create(const rl_config *cfg, rl_node **out);
  * rl_node_start. */
 int rl_node_listen(rl_node *n, const char *host, int port, int *bound_port);
 
+/* Learner: also listen on an AF_UNIX socket file at path (after
+ * rl_node_listen, before rl_node_start). The file is removed at close; a
+ * stale one left by a dead process is replaced. */
+int rl_node_listen_ipc(rl_node *n, const char *path);
+
+/* Actor: like rl_node_connect, over the AF_UNIX socket file at path. */
+int rl_node_connect_ipc(rl_node *n, const char *path, int timeout_ms, rl_hello *peer);
+
 /* Actor: connect to the learner and complete the handshake, trying every
- * address host resolves to, within timeout_ms. One attempt per address: the
+ * address host resolves to, within timeout_ms (first over AF_UNIX when the
+ * address is on this machine and cfg.local is set). One attempt per address: the
  * retry policy belongs to the caller. On RL_EVERSION / RL_EPROTO, *peer holds
  * what the learner sent (if anything). First call before rl_node_start; in
  * reliable mode the caller may call it again after the connection is lost

@@ -16,6 +16,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/un.h>
+#include <ifaddrs.h>
+#include <arpa/inet.h>
 #include <time.h>
 #include <unistd.h>
 #ifdef __linux__
@@ -244,3 +247,139 @@ long long rl_sock_rtt_us(int fd) {
 #endif
     return -1;
 }
+
+/* ---- same-host endpoints ------------------------------------------------ */
+static int unix_addr(const char *name, int abstract, struct sockaddr_un *sa, socklen_t *len) {
+    size_t n = strlen(name);
+    memset(sa, 0, sizeof *sa);
+    sa->sun_family = AF_UNIX;
+    if (n == 0 || n + 1 > sizeof sa->sun_path || n + 1 > RL_LOCAL_NAME_MAX) return RL_EINVAL;
+    if (abstract) {
+#ifdef __linux__
+        memcpy(sa->sun_path + 1, name, n);   /* sun_path[0] = 0: abstract */
+        *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
+        return 0;
+#else
+        return RL_EINVAL;
+#endif
+    }
+    memcpy(sa->sun_path, name, n);
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+    return 0;
+}
+
+int rl_sock_listen_local(const char *name, int abstract) {
+    struct sockaddr_un sa;
+    socklen_t len;
+    if (unix_addr(name, abstract, &sa, &len)) return RL_EINVAL;
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0) return RL_ESYS;
+    if (bind(fd, (struct sockaddr *)&sa, len) != 0) {
+        int e = errno, replaced = 0;
+        if (e == EADDRINUSE && !abstract) {
+            /* A socket file left by a process that died: take the path over
+             * only if nobody accepts connections on it. */
+            int probe = socket(AF_UNIX, SOCK_STREAM, 0);
+            int alive = probe >= 0 && connect(probe, (struct sockaddr *)&sa, len) == 0;
+            if (probe >= 0) close(probe);
+            replaced = !alive && unlink(name) == 0 && bind(fd, (struct sockaddr *)&sa, len) == 0;
+        }
+        if (!replaced) {
+            close(fd);
+            errno = e;
+            return e == EADDRINUSE ? RL_EADDRINUSE : RL_ESYS;
+        }
+    }
+    if (listen(fd, 1024) != 0) { close(fd); return RL_ESYS; }
+    set_nonblock_cloexec(fd);
+    return fd;
+}
+
+int rl_sock_connect_local(const char *name, int abstract) {
+    struct sockaddr_un sa;
+    socklen_t len;
+    if (unix_addr(name, abstract, &sa, &len)) return RL_EINVAL;
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0) return RL_ESYS;
+    rl_sock_tune(fd);
+    for (;;) {
+        if (connect(fd, (struct sockaddr *)&sa, len) == 0) return fd;
+        if (errno != EINTR) break;
+    }
+    int e = errno;
+    close(fd);
+    errno = e;
+    /* EAGAIN: the backlog is full; like ECONNREFUSED and ENOENT, "not here now" */
+    return e == ECONNREFUSED || e == ENOENT || e == EAGAIN ? RL_ECONNREFUSED : RL_ESYS;
+}
+
+static void name_for(const struct sockaddr *a, int port, char out[RL_LOCAL_NAME_MAX]) {
+    char ip[INET6_ADDRSTRLEN] = "";
+    if (a->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, ip, sizeof ip);
+        snprintf(out, RL_LOCAL_NAME_MAX, "rlink/%s:%d", ip, port);
+    } else {
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, ip, sizeof ip);
+        snprintf(out, RL_LOCAL_NAME_MAX, "rlink/[%s]:%d", ip, port);
+    }
+}
+
+int rl_sock_local_name(int lfd, char out[RL_LOCAL_NAME_MAX]) {
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(lfd, (struct sockaddr *)&ss, &sl) != 0) return RL_ESYS;
+    if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) return RL_ESYS;
+    int port = ss.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
+                                       : ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    name_for((struct sockaddr *)&ss, port, out);
+    return 0;
+}
+
+#ifdef __linux__
+static int same_addr(const struct sockaddr *a, const struct sockaddr *b) {
+    if (a->sa_family != b->sa_family) return 0;
+    if (a->sa_family == AF_INET)
+        return memcmp(&((const struct sockaddr_in *)a)->sin_addr,
+                      &((const struct sockaddr_in *)b)->sin_addr, sizeof(struct in_addr)) == 0;
+    if (a->sa_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                      &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
+    return 0;
+}
+
+static int is_this_machine(const struct sockaddr *a, struct ifaddrs *ifs) {
+    if (a->sa_family == AF_INET &&
+        (ntohl(((const struct sockaddr_in *)a)->sin_addr.s_addr) >> 24) == 127)
+        return 1;
+    if (a->sa_family == AF_INET6 && IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)a)->sin6_addr))
+        return 1;
+    for (struct ifaddrs *i = ifs; i; i = i->ifa_next)
+        if (i->ifa_addr && same_addr(a, i->ifa_addr)) return 1;
+    return 0;
+}
+
+int rl_sock_local_candidates(const char *host, int port, char (*out)[RL_LOCAL_NAME_MAX], int max) {
+    struct addrinfo *res;
+    struct ifaddrs *ifs = NULL;
+    if (max < 3 || resolve(host, port, 0, &res)) return 0;
+    if (getifaddrs(&ifs) != 0) ifs = NULL;
+    int k = 0, families = 0;
+    for (struct addrinfo *ai = res; ai && k < max - 2; ai = ai->ai_next) {
+        if (!is_this_machine(ai->ai_addr, ifs)) continue;
+        families |= ai->ai_family == AF_INET ? 1 : 2;
+        name_for(ai->ai_addr, port, out[k++]);
+    }
+    freeaddrinfo(res);
+    if (ifs) freeifaddrs(ifs);
+    if (k) {   /* a learner bound to a wildcard accepts on every local address */
+        snprintf(out[k++], RL_LOCAL_NAME_MAX, "rlink/[::]:%d", port);
+        if (families & 1) snprintf(out[k++], RL_LOCAL_NAME_MAX, "rlink/0.0.0.0:%d", port);
+    }
+    return k;
+}
+#else
+int rl_sock_local_candidates(const char *host, int port, char (*out)[RL_LOCAL_NAME_MAX], int max) {
+    (void)host; (void)port; (void)out; (void)max;
+    return 0;   /* no abstract namespace: same-host peers use TCP */
+}
+#endif

@@ -37,6 +37,32 @@ void rl_sock_tune(int fd);
  * in microseconds (TCP_INFO), or -1 where unavailable. */
 long long rl_sock_rtt_us(int fd);
 
+/* ---- same-host endpoints (AF_UNIX) --------------------------------------
+ * A name is either a filesystem path (abstract = 0) or, on Linux, a name in
+ * the abstract namespace (abstract = 1): no file, gone when the last fd
+ * closes, even after SIGKILL. Names are at most RL_LOCAL_NAME_MAX - 1 bytes. */
+#define RL_LOCAL_NAME_MAX 96
+
+/* Bind and listen. A filesystem path left behind by a dead process (nobody
+ * accepts on it) is replaced. Returns the fd or RL_EADDRINUSE / RL_ESYS /
+ * RL_EINVAL (name too long, or abstract names unsupported here). */
+int rl_sock_listen_local(const char *name, int abstract);
+
+/* Connect (never blocks: a full backlog counts as refused). Returns the fd or
+ * RL_ECONNREFUSED / RL_EINVAL / RL_ESYS. */
+int rl_sock_connect_local(const char *name, int abstract);
+
+/* The abstract name under which a learner whose TCP listening socket is lfd
+ * offers its same-host endpoint: "rlink/<ip>:<port>" ("[<ip6>]" for IPv6).
+ * Returns 0 or RL_ESYS. */
+int rl_sock_local_name(int lfd, char out[RL_LOCAL_NAME_MAX]);
+
+/* The abstract names to try, in order, for reaching a learner at host:port
+ * over AF_UNIX: for each address host resolves to that belongs to this
+ * machine (loopback or one of its interfaces), its name, then the names of
+ * the wildcard addresses. Returns how many were written (0: not local). */
+int rl_sock_local_candidates(const char *host, int port, char (*out)[RL_LOCAL_NAME_MAX], int max);
+
 /* Wait until fd is readable (RL_POLLIN) / writable (RL_POLLOUT), up to
  * timeout_ms. Returns 0, RL_ETIMEDOUT or RL_ESYS. */
 int rl_sock_wait(int fd, unsigned events, int timeout_ms);

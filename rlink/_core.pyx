@@ -617,7 +617,7 @@ cdef class _Node:
                   size_t sendq_max_bytes=64 << 20, uint64_t max_message_bytes=1 << 30,
                   int handshake_timeout_ms=5000, int heartbeat_ms=1000, int peer_timeout_ms=5000,
                   size_t retain_max_bytes=256 << 20, *, int max_connections=0,
-                  bytes auth_key=b"", dict limits=None):
+                  bytes auth_key=b"", dict limits=None, bint local=True):
         self.n = NULL
         self.role = role
         self.pool = []
@@ -629,6 +629,7 @@ cdef class _Node:
             self.cfg.limits.max_items = limits.get("max_items", self.cfg.limits.max_items)
             self.cfg.limits.max_str_bytes = limits.get("max_str_bytes", self.cfg.limits.max_str_bytes)
         self.cfg.max_connections = max_connections
+        self.cfg.local = local
         self.keyed = len(auth_key) > 0
         self.cfg.auth_key = <const uint8_t *>(<const char *>auth_key)
         self.cfg.auth_key_len = len(auth_key)
@@ -672,9 +673,22 @@ cdef class _Node:
             raise OSError(f"rlink: cannot listen on {host}:{port} ({rl_strerror(rc).decode()})")
         return bound
 
+    def listen_ipc(self, str path):
+        cdef bytes p = path.encode()
+        cdef const char *pp = p
+        with nogil:
+            rc = rl_node_listen_ipc(self.n, pp)
+        if rc == RL_EADDRINUSE:
+            raise _errors.AddressInUseError(
+                f"another learner is listening on ipc://{path}; stop it or choose another path")
+        if rc != RL_OK:
+            raise OSError(f"rlink: cannot listen on ipc://{path} ({rl_strerror(rc).decode()}; "
+                          f"paths are limited to 95 bytes)")
+
     def connect(self, str host, int port, double timeout):
-        """One connection attempt (all resolved addresses). Returns
-        (learner_id, reliable) or raises."""
+        """One connection attempt (all resolved addresses; same-host ones over
+        AF_UNIX first). Returns (learner_id, reliable, retry_attempts), or an
+        RL_E* code retrying may fix, or raises."""
         cdef rl_hello peer
         cdef bytes h = host.encode()
         cdef const char *hp = h
@@ -682,26 +696,40 @@ cdef class _Node:
         memset(&peer, 0, sizeof(peer))
         with nogil:
             rc = rl_node_connect(self.n, hp, port, ms, &peer)
+        return self._connected(rc, &peer, f"{host}:{port}")
+
+    def connect_ipc(self, str path, double timeout):
+        """Like connect, over the AF_UNIX socket file at path."""
+        cdef rl_hello peer
+        cdef bytes p = path.encode()
+        cdef const char *pp = p
+        cdef int ms = <int>(timeout * 1000)
+        memset(&peer, 0, sizeof(peer))
+        with nogil:
+            rc = rl_node_connect_ipc(self.n, pp, ms, &peer)
+        return self._connected(rc, &peer, f"ipc://{path}")
+
+    cdef object _connected(self, int rc, rl_hello *peer, str where):
         if rc == RL_OK:
             return peer.node_id, bool(peer.flags & RL_HELLO_RELIABLE), peer.retry_attempts
         if rc == RL_EVERSION:
             raise _errors.ProtocolError(
-                f"the learner at {host}:{port} speaks rlink protocol version {peer.version}, "
+                f"the learner at {where} speaks rlink protocol version {peer.version}, "
                 f"this actor speaks {RL_PROTOCOL_VERSION}; install the same rlink version on both")
         if rc == RL_EPROTO:
-            raise _errors.ProtocolError(f"{host}:{port} is not an rlink learner (bad handshake)")
+            raise _errors.ProtocolError(f"{where} is not an rlink learner (bad handshake)")
         if rc == RL_EAUTH:
             if not self.keyed:
                 raise _errors.AuthenticationError(
-                    f"the learner at {host}:{port} requires authentication; pass the same "
+                    f"the learner at {where} requires authentication; pass the same "
                     f"auth_key= to ActorNode as to LearnerNode (or set RLINK_AUTH_KEY)")
             if not peer.flags & RL_HELLO_AUTH:
                 raise _errors.AuthenticationError(
-                    f"the learner at {host}:{port} has no auth_key, and this actor has one; "
+                    f"the learner at {where} has no auth_key, and this actor has one; "
                     f"give the learner the same auth_key= (this actor will not talk to an "
                     f"unauthenticated learner)")
             raise _errors.AuthenticationError(
-                f"authentication with the learner at {host}:{port} failed: its auth_key differs "
+                f"authentication with the learner at {where} failed: its auth_key differs "
                 f"from this actor's")
         return rc
 
@@ -901,6 +929,7 @@ cdef class _Node:
                 "send_queue_bytes": ps[i].sendq_bytes, "params_version": ps[i].params_version,
                 "last_seen_s": ps[i].idle_ms / 1000.0, "connected_s": ps[i].age_ms / 1000.0,
                 "rtt_ms": ps[i].rtt_us / 1000.0 if ps[i].rtt_us >= 0 else None,
+                "transport": "unix" if ps[i].local else "tcp",
             } for i in range(k)}
         finally:
             free(ps)

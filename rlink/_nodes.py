@@ -73,9 +73,16 @@ class Request:
 
 
 def _parse_address(address: str) -> tuple[str, int]:
-    """'host:port', '[v6]:port' or 'tcp://host:port' -> (host, port)."""
+    """'host:port', '[v6]:port' or 'tcp://host:port' -> (host, port);
+    'ipc:///path' -> (path, -1)."""
     if not isinstance(address, str):
         raise TypeError(f"learner_address must be a str like 'localhost:5555', not {type(address).__name__}")
+    if address.startswith("ipc://"):
+        path = address[len("ipc://"):]
+        if not path or len(path.encode()) > 95:
+            raise ValueError(f"learner_address {address!r}: an ipc:// address needs a socket file "
+                             f"path of at most 95 bytes, e.g. 'ipc:///tmp/learner.sock'")
+        return path, -1
     a = address[len("tcp://"):] if address.startswith("tcp://") else address
     if a.startswith("["):
         host, sep, rest = a[1:].partition("]")
@@ -92,6 +99,12 @@ def _check_int(name: str, value: Any, minimum: int = 1, maximum: int = (1 << 62)
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if not minimum <= value <= maximum:
         raise ValueError(f"{name} must be between {minimum} and {maximum}, not {value!r}")
+    return value
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {value!r}")
     return value
 
 
@@ -265,7 +278,8 @@ class LearnerNode(_Node):
                  heartbeat_interval: float = 1.0, peer_timeout: float = 5.0,
                  max_connections: int = 1024, auth_key: str | bytes | None = None,
                  max_arrays: int = 65536, max_ndim: int = 32, max_depth: int = 64,
-                 max_items: int = 1 << 20, max_str_bytes: int = 64 << 20):
+                 max_items: int = 1 << 20, max_str_bytes: int = 64 << 20,
+                 local: bool = True, ipc_path: str | None = None):
         _check_int("port", port, 0, 65535)
         if not isinstance(host, str):
             raise TypeError(f"host must be a str such as '127.0.0.1' or '0.0.0.0', not {host!r}")
@@ -284,11 +298,21 @@ class LearnerNode(_Node):
             max(1, int(_check_seconds("heartbeat_interval", heartbeat_interval, 3600.0) * 1000)),
             max(1, int(_check_seconds("peer_timeout", peer_timeout, 86400.0) * 1000)),
             max_connections=_check_int("max_connections", max_connections, 1, 1 << 20),
-            auth_key=key, limits=limits)
+            auth_key=key, limits=limits, local=_check_bool("local", local))
         self.host = host
         self.reliable = reliable
         self.retry_attempts = retry_attempts
         self.port: int = core.listen(host, port)
+        self.ipc_path = ipc_path
+        if ipc_path is not None:
+            if not isinstance(ipc_path, str) or not ipc_path:
+                core.close(0)
+                raise TypeError(f"ipc_path must be a socket file path (str), not {ipc_path!r}")
+            try:
+                core.listen_ipc(ipc_path)
+            except BaseException:
+                core.close(0)
+                raise
         core.start()
         self._init_core(core)
         self._version = 0
@@ -414,7 +438,8 @@ class ActorNode(_Node):
                  max_queue_bytes: int = 256 << 20, send_queue_bytes: int = 64 << 20,
                  max_message_bytes: int = 1 << 30, auth_key: str | bytes | None = None,
                  max_arrays: int = 65536, max_ndim: int = 32, max_depth: int = 64,
-                 max_items: int = 1 << 20, max_str_bytes: int = 64 << 20):
+                 max_items: int = 1 << 20, max_str_bytes: int = 64 << 20,
+                 local: bool = True):
         self._host, self._port = _parse_address(learner_address)
         if reliable is not None and not isinstance(reliable, bool):
             raise TypeError(f"reliable must be None, True or False, not {reliable!r}")
@@ -434,7 +459,8 @@ class ActorNode(_Node):
             5000, max(1, heartbeat_ms), max(1, peer_timeout_ms),
             _check_int("retain_bytes", retain_bytes, 4096),
             auth_key=_auth_key(auth_key),
-            limits=_limits(max_arrays, max_ndim, max_depth, max_items, max_str_bytes))
+            limits=_limits(max_arrays, max_ndim, max_depth, max_items, max_str_bytes),
+            local=_check_bool("local", local))
         self.learner_address = learner_address
         try:
             result = self._connect_until(core, time.monotonic() + self._connect_timeout, None)
@@ -468,7 +494,9 @@ class ActorNode(_Node):
         tries = 0
         while True:
             left = deadline - time.monotonic()
-            result = core.connect(self._host, self._port, max(min(left, self._connect_timeout), 0.001))
+            attempt = max(min(left, self._connect_timeout), 0.001)
+            result = (core.connect_ipc(self._host, attempt) if self._port < 0
+                      else core.connect(self._host, self._port, attempt))
             if isinstance(result, tuple):
                 return result
             if result == _core.E_INVAL:

@@ -135,6 +135,7 @@ cdef extern from "rl_node.h" nogil:
         int peer_timeout_ms
         size_t retain_max_bytes
         int max_connections
+        int local
         const uint8_t *auth_key
         size_t auth_key_len
         rl_limits limits
@@ -158,6 +159,7 @@ cdef extern from "rl_node.h" nogil:
     ctypedef struct rl_peer_stats:
         uint64_t peer_id, msgs_in, bytes_in, msgs_out, bytes_out, sendq_bytes, params_version
         long long idle_ms, age_ms, rtt_us
+        int local
     int rl_node_peer_stats(rl_node *n, rl_peer_stats *out, int max)
 
     ctypedef struct rl_iov:
@@ -167,6 +169,8 @@ cdef extern from "rl_node.h" nogil:
     int rl_node_create(const rl_config *cfg, rl_node **out)
     int rl_node_listen(rl_node *n, const char *host, int port, int *bound_port)
     int rl_node_connect(rl_node *n, const char *host, int port, int timeout_ms, rl_hello *peer)
+    int rl_node_connect_ipc(rl_node *n, const char *path, int timeout_ms, rl_hello *peer)
+    int rl_node_listen_ipc(rl_node *n, const char *path)
     int rl_node_start(rl_node *n)
     uint64_t rl_node_id(const rl_node *n)
     int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *h,

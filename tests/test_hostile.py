@@ -279,7 +279,6 @@ def case(reason, *, event="rejected", count=1, **learner_kwargs):
     return register
 
 
-BAD_HANDSHAKE = "bad handshake (not an rlink peer?)"
 BAD_HEADER = "malformed or corrupted frame header"
 TOO_LARGE = "frame larger than max_message_bytes"
 WRONG_DIRECTION = "unexpected frame kind for this direction"
@@ -294,14 +293,14 @@ def hello_truncated_then_close(ctx):
     assert ctx.expect_closed(s) == b""
 
 
-@case(BAD_HANDSHAKE)
+@case("bad handshake: not an rlink peer (no RLNK magic)")
 def garbage_hello(ctx):
     junk = b"GET / HTTP/1.1\r\nHost: rlink\r\n\r\n"
     assert ctx.violate(junk + b"x" * (32 - len(junk)), handshake=False) == b"", \
         "the learner answered a peer that is not rlink"
 
 
-@case(BAD_HANDSHAKE)
+@case("bad handshake: not an rlink peer (no RLNK magic)")
 def hello_wrong_magic(ctx):
     assert ctx.violate(hello(magic=b"RLNX"), handshake=False) == b""
 
@@ -321,18 +320,18 @@ def hello_role_learner(ctx):
     assert ctx.violate(hello(role=ROLE_LEARNER), handshake=False) == b""
 
 
-@case(BAD_HANDSHAKE)
+@case("bad handshake: unknown role")
 def hello_role_unknown(ctx):
     assert ctx.violate(hello(role=7), handshake=False) == b""
 
 
-@case(BAD_HANDSHAKE)
+@case("bad handshake: node_id is 0")
 def hello_node_id_zero(ctx):
     # rl_hello_decode forbids node_id 0 (PROTOCOL.md 3.1)
     assert ctx.violate(hello(node_id=0), handshake=False) == b""
 
 
-@case(BAD_HANDSHAKE)
+@case("bad handshake: unknown flag bits")
 def hello_reserved_flag_bits(ctx):
     assert ctx.violate(hello(flags=0x80), handshake=False) == b""
 

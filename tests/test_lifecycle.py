@@ -245,7 +245,8 @@ def _unsent_bytes_to(port):
 @pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc/net/tcp")
 def test_close_wakes_sender_blocked_writing_a_large_message():
     with rlink.LearnerNode(port=0, max_queue_messages=1) as learner:
-        actor = rlink.ActorNode(learner.address, connect_timeout=T)
+        # TCP: the check below reads the kernel's TCP send queue
+        actor = rlink.ActorNode(learner.address, connect_timeout=T, local=False)
         try:
             actor.send_trajectory({"first": 1}, timeout=T)    # fills the learner's queue of 1
             big = {"x": np.zeros(64 << 20, dtype=np.uint8)}
