@@ -304,12 +304,16 @@ def ppo_loss(model: ActorCritic, obs, actions, old_log_probs, adv, returns, cfg:
 
 
 def transport_line(stats: dict) -> str:
-    """rlink's side of the live line, summed (or, for the RTT, maxed) over actors."""
-    actors = stats["actors"].values()
-    rtt = max((a["rtt_ms"] for a in actors if a["rtt_ms"] is not None), default=0.0)
-    return (f"rlink {len(actors)} actors: in {sum(a['bytes_in_per_s'] for a in actors) / 1e6:.2f} MB/s "
+    """rlink's side of the live line, summed over the actors. Actors on the
+    learner's machine connect over AF_UNIX ("unix"), which has no RTT figure."""
+    actors = list(stats["actors"].values())
+    transports = "/".join(sorted({a["transport"] for a in actors}))
+    rtts = [a["rtt_ms"] for a in actors if a["rtt_ms"] is not None]
+    rtt = f", rtt max {max(rtts):.2f} ms" if rtts else ""
+    return (f"rlink {len(actors)} actors ({transports}): "
+            f"in {sum(a['bytes_in_per_s'] for a in actors) / 1e6:.2f} MB/s "
             f"{sum(a['messages_in_per_s'] for a in actors):.0f} msg/s, "
-            f"params out {sum(a['bytes_out_per_s'] for a in actors) / 1e6:.2f} MB/s, rtt {rtt:.2f} ms, "
+            f"params out {sum(a['bytes_out_per_s'] for a in actors) / 1e6:.2f} MB/s{rtt}, "
             f"queued {sum(a['send_queue_bytes'] for a in actors):,} B, dropped {stats['dropped']}")
 
 
