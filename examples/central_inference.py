@@ -4,7 +4,7 @@
 
 Actors hold no model. Each step an actor sends its observation with
 ``actor.request({"obs": ...})`` and blocks for the reply; the learner takes
-every request already waiting (``receive_request``), runs the PyTorch policy
+every request already waiting (``receive_requests``), runs the PyTorch policy
 once on the whole batch and answers each with ``request.reply``. This is the
 shape to use when the model is too big to copy to every actor, or lives on
 the learner's accelerator.
@@ -57,13 +57,7 @@ def actor_main(index: int, address: str, steps: int, seed: int) -> None:
 
 def waiting_requests(learner: rlink.LearnerNode, timeout: float) -> list[rlink.Request]:
     """The next request (waiting up to ``timeout``) plus every one already queued."""
-    batch = [learner.receive_request(timeout=timeout)]
-    while len(batch) < MAX_BATCH:
-        try:
-            batch.append(learner.receive_request(timeout=0))
-        except rlink.TimeoutError:
-            break
-    return batch
+    return learner.receive_requests(MAX_BATCH, timeout=timeout)
 
 
 def serve(learner: rlink.LearnerNode, policy: nn.Module, total: int,

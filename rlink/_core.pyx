@@ -931,7 +931,7 @@ cdef class _Node:
             return {ps[i].peer_id: {
                 "messages_in": ps[i].msgs_in, "bytes_in": ps[i].bytes_in,
                 "messages_out": ps[i].msgs_out, "bytes_out": ps[i].bytes_out,
-                "send_queue_bytes": ps[i].sendq_bytes, "params_version": ps[i].params_version,
+                "send_queue_bytes": ps[i].sendq_bytes, "params_sent": ps[i].params_version,
                 "last_seen_s": ps[i].idle_ms / 1000.0, "connected_s": ps[i].age_ms / 1000.0,
                 "rtt_ms": ps[i].rtt_us / 1000.0 if ps[i].rtt_us >= 0 else None,
                 "transport": "unix" if ps[i].local else "tcp",

@@ -381,12 +381,18 @@ class LearnerNode(_Node):
 
     def receive_request(self, timeout: float | None = None) -> Request:
         """The next request from any actor; answer with ``request.reply(dict)``."""
+        return self.receive_requests(1, timeout)[0]
+
+    def receive_requests(self, max_count: int, timeout: float | None = None) -> list[Request]:
+        """Up to ``max_count`` requests: waits up to ``timeout`` for the
+        first, then takes whatever else is already queued (for batched
+        inference)."""
         core = self._core_or_raise()
         try:
-            (peer, ref, _flags, value), = core.recv(_core.Q_REQUEST, 1, timeout)
+            got = core.recv(_core.Q_REQUEST, max_count, timeout)
         finally:
             self._log_events(core)
-        return Request(self, peer, ref, value)
+        return [Request(self, peer, ref, value) for peer, ref, _flags, value in got]
 
     def publish_parameters(self, params: dict, version: int | None = None) -> int:
         """Send ``params`` to every connected actor and to actors that join
@@ -602,19 +608,25 @@ class ActorNode(_Node):
         st["params_newest"] = st["params_version"]
         st["params_version"] = self._returned
         for conn in self._peer_stats(core).values():
-            del conn["params_version"]
+            del conn["params_sent"]
             st.update(conn)
         return st
 
-    def send_trajectory(self, data: dict, timeout: float | None = None) -> None:
+    def send_trajectory(self, data: dict, timeout: float | None = None, *,
+                        params_version: int | None = None) -> None:
         """Send one trajectory (a dict) to the learner.
 
         Returns once the message is written to the socket or copied into the
         send queue (reliable mode: into the retained window): the caller may
         then reuse its arrays. Blocks while the queue is full, up to
         ``timeout`` seconds, then raises :class:`rlink.TimeoutError` with
-        nothing sent."""
-        self._core_or_raise().send(0, _core.KIND_TRAJ, self._returned, data, timeout)
+        nothing sent. The learner sees ``params_version`` as
+        ``Message.params_version``: by default the version last returned by
+        :meth:`latest_parameters` / :meth:`wait_parameters`; pass the version
+        the data was actually generated with if the policy changed mid-way."""
+        version = self._returned if params_version is None else \
+            _check_int("params_version", params_version, 0, (1 << 63) - 1)
+        self._core_or_raise().send(0, _core.KIND_TRAJ, version, data, timeout)
 
     def request(self, data: dict, timeout: float | None = None) -> dict:
         """Send a request and wait for the learner's reply to it. A request in

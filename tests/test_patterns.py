@@ -535,3 +535,25 @@ def test_reply_to_departed_actor(learner):
     assert wait_until(lambda: aid not in learner.actors)
     with pytest.raises(rlink.ConnectionLostError):
         req.reply({"late": True}, timeout=T)
+
+
+def test_receive_requests_takes_a_batch(learner, make_actor):
+    actors = [make_actor() for _ in range(3)]
+    replies: dict[int, dict] = {}
+
+    def ask(a):
+        replies[a.actor_id] = a.request({"from": a.actor_id}, timeout=T)
+
+    threads = [threading.Thread(target=ask, args=(a,)) for a in actors]
+    for th in threads:
+        th.start()
+    batch: list = []
+    deadline = time.monotonic() + T
+    while len(batch) < 3 and time.monotonic() < deadline:
+        batch += learner.receive_requests(8, timeout=T)
+    assert sorted(r.data["from"] for r in batch) == sorted(a.actor_id for a in actors)
+    for r in batch:
+        r.reply({"to": r.actor_id})
+    for th in threads:
+        th.join(T)
+    assert replies == {a.actor_id: {"to": a.actor_id} for a in actors}

@@ -76,7 +76,7 @@ def test_per_actor_counters(reliable):
         assert sa["bytes_in"] > sb["bytes_in"]
         assert sa["messages_out"] == 1 and sb["messages_out"] == 2     # parameters (+ the push)
         assert sa["bytes_out"] > 8000
-        assert sa["params_version"] == sb["params_version"] == 1
+        assert sa["params_sent"] == sb["params_sent"] == 1
         for s in (sa, sb):
             assert s["send_queue_bytes"] >= 0
             assert s["last_seen_s"] >= 0 and s["connected_s"] >= 0
@@ -129,3 +129,15 @@ def test_every_rejection_is_an_event(learner):
     assert wait_until(lambda: learner.stats()["rejected"] == 3)
     events = learner.events()
     assert [e.kind for e in events] == ["rejected"] * 3
+
+
+def test_explicit_params_version_overrides_the_default(learner, actor):
+    learner.publish_parameters({"w": np.zeros(1)})
+    learner.publish_parameters({"w": np.ones(1)})
+    assert actor.wait_parameters(timeout=T).version == 2
+    actor.send_trajectory({"i": 0}, timeout=T, params_version=1)   # generated with version 1
+    actor.send_trajectory({"i": 1}, timeout=T)
+    assert [m.params_version for m in (learner.receive_message(timeout=T),
+                                       learner.receive_message(timeout=T))] == [1, 2]
+    with pytest.raises(ValueError, match="params_version"):
+        actor.send_trajectory({"i": 2}, params_version=-1)
