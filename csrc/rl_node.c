@@ -1160,6 +1160,13 @@ static int handshake_step(rl_node *n, rl_conn *c, const char **why, char *buf, s
     if (rc) { *why = hello_problem(c->hs); return rc; }
     if (peer.role != RL_ROLE_ACTOR) { *why = "peer is not an actor"; return RL_EPROTO; }
     int offers = (peer.flags & RL_HELLO_AUTH) != 0;
+    if (offers && c->hs_need == RL_HELLO_SIZE) {
+        /* Read the actor's nonce first, whatever we do next: closing with
+         * it unread would reset the connection, and the actor could lose
+         * our hello (which tells it why) to the reset. */
+        c->hs_need = 2 * RL_HELLO_SIZE;
+        return 0;
+    }
     if (keyed != offers) {
         /* Say which side lacks the key (the hello reveals nothing else), then drop. */
         void *b = out;
@@ -1170,10 +1177,6 @@ static int handshake_step(rl_node *n, rl_conn *c, const char **why, char *buf, s
         return RL_EAUTH;
     }
     if (!keyed) return open_conn(n, c, &peer, why);
-    if (c->hs_need == RL_HELLO_SIZE) {   /* now read the actor's nonce */
-        c->hs_need = 2 * RL_HELLO_SIZE;
-        return 0;
-    }
     /* Challenge: our hello and nonce, and our proof of the key. Nothing
      * else (no session state, no parameters) goes out before the actor's
      * proof arrives. */
