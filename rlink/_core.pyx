@@ -606,6 +606,8 @@ cdef inline long long _deadline(object timeout) except? -2:
     t = float(timeout)
     if t != t or t < 0:
         raise ValueError(f"timeout must be None or a number >= 0, not {timeout!r}")
+    if t > 1e15:   # ~31,000 years: forever (and no float -> integer overflow below)
+        return -1
     return rl_now_ms() + <long long>(t * 1000.0 + 0.999)
 
 
