@@ -18,7 +18,9 @@
  *      the body checksum: CRC32C of bytes 48.. computed by the hardware path,
  *      the software path, in two pieces split at a fuzzer-chosen point, and by
  *      the bit-at-a-time reference of PROTOCOL.md 4.4 -- all must agree -- and
- *      compared with the header's crc when CHECKSUM is set, as a receiver does.
+ *      compared with the header's crc when CHECKSUM is set, as a receiver does;
+ *      for checksummed frames also the body tiled past 24 KiB (hardware vs
+ *      software), to reach the long-block path that -max_len inputs cannot.
  *   3. rl_meta_validate of the meta with the default limits, with small fixed
  *      limits, and with limits taken from the header's `ack` field (not
  *      checked by the codec for data frames, so free for the fuzzer to pick).
@@ -168,6 +170,25 @@ static int fuzz_checksum(const rl_header *h, const uint8_t *body, size_t n) {
     if (n == 0) FZ_CHECK(hw == 0);
     if (h->flags & RL_FLAG_CHECKSUM) return hw == h->crc;
     return 1;
+}
+
+/* Bodies above 3 x 8 KiB take crc_hw's three-stream long-block path (the one
+ * every large PARAMS frame takes), which inputs under -max_len never reach:
+ * for checksummed frames, also checksum the body tiled up to 24-40 KiB, from a
+ * start misaligned by 0-7 bytes, both ways. */
+static void fuzz_checksum_long(const rl_header *h, const uint8_t *body, size_t n) {
+    size_t skew = (size_t)(h->seq >> 16) & 7;
+    size_t len = 3 * 8192 + (size_t)(h->seq % 16384);
+    uint8_t *buf = malloc(skew + len);
+    if (!buf) abort();
+    for (size_t i = 0; i < len; i++) buf[skew + i] = n ? body[i % n] : (uint8_t)i;
+    rl_crc32c_force_software = 0;
+    uint32_t hw = rl_crc32c(0, buf + skew, len);
+    rl_crc32c_force_software = 1;
+    uint32_t sw = rl_crc32c(0, buf + skew, len);
+    rl_crc32c_force_software = 0;
+    FZ_CHECK(hw == sw);
+    free(buf);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -320,6 +341,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t fsize = (size_t)rl_frame_size(&h);
     uint8_t *frame = fz_dup(data, fsize);
     (void)fuzz_checksum(&h, frame + RL_HEADER_SIZE, fsize - RL_HEADER_SIZE);
+    if (h.flags & RL_FLAG_CHECKSUM) fuzz_checksum_long(&h, frame + RL_HEADER_SIZE, fsize - RL_HEADER_SIZE);
 
     /* UTF-8 validator against the reference, on whatever the body holds */
     FZ_CHECK(rl_utf8_valid(frame + RL_HEADER_SIZE, h.meta_len) ==
