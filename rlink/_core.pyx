@@ -567,6 +567,12 @@ def decode_frame(const uint8_t[::1] frame not None, uint64_t max_message_bytes=1
         raise _errors.ProtocolError(f"bad frame header ({rl_strerror(rc).decode()})")
     if <uint64_t>n != rl_frame_size(&h):
         raise _errors.ProtocolError(f"frame is {n} bytes, its header says {rl_frame_size(&h)}")
+    cdef uint32_t crc = 0
+    if h.flags & RL_FLAG_CHECKSUM:
+        with nogil:
+            crc = rl_crc32c(0, &frame[RL_HEADER_SIZE], <size_t>(n - RL_HEADER_SIZE))
+        if crc != h.crc:
+            raise _errors.ProtocolError("checksum mismatch: the frame's body was corrupted")
     rc = rl_meta_validate(&frame[RL_HEADER_SIZE], h.meta_len, h.data_len, &lim, &root, &why)
     if rc != RL_OK:
         raise _errors.ProtocolError(f"invalid message: {why.decode() if why else rl_strerror(rc).decode()}")

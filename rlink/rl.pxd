@@ -15,7 +15,7 @@ cdef extern from "rl_frame.h" nogil:
         RL_ROLE_ACTOR, RL_ROLE_LEARNER
         RL_HELLO_RELIABLE, RL_HELLO_AUTH
         RL_KIND_TRAJ, RL_KIND_PARAMS, RL_KIND_REQUEST, RL_KIND_REPLY, RL_KIND_PUSH
-        RL_FLAG_REDELIVERED
+        RL_FLAG_REDELIVERED, RL_FLAG_CHECKSUM
         RL_MAX_NDIM, RL_MAX_DEPTH
         RL_T_NONE, RL_T_FALSE, RL_T_TRUE, RL_T_INT, RL_T_BIGINT, RL_T_FLOAT, RL_T_STR,
         RL_T_BYTES, RL_T_LIST, RL_T_TUPLE, RL_T_DICT, RL_T_ARRAY, RL_T_SCALAR
@@ -42,7 +42,9 @@ cdef extern from "rl_frame.h" nogil:
         uint64_t seq
         uint64_t ack
         uint64_t ref
+        uint32_t crc
 
+    uint32_t rl_crc32c(uint32_t crc, const void *p, size_t n)
     size_t rl_frame_pad(const rl_header *h)
     size_t rl_frame_data_offset(const rl_header *h)
 
