@@ -54,6 +54,7 @@ void rl_sha256_init(rl_sha256 *s) {
 
 void rl_sha256_update(rl_sha256 *s, const void *data, size_t n) {
     const uint8_t *p = data;
+    if (n == 0) return;   /* data may be NULL then */
     s->total += n;
     if (s->have) {
         size_t take = RL_SHA256_BLOCK - s->have < n ? RL_SHA256_BLOCK - s->have : n;

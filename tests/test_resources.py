@@ -103,4 +103,8 @@ def test_create_close_cycles_do_not_leak():
     assert end["fds"] == start["fds"], (start, end)
     assert end["threads"] == start["threads"], (start, end)
     assert end["os_threads"] == start["os_threads"], (start, end)
-    assert growth < RSS_BOUND, (warm, end)
+    # Under AddressSanitizer freed memory sits in its quarantine (256 MiB by
+    # default) instead of returning to the allocator, so RSS says nothing about
+    # leaks there; ASan's own leak checking is the tool in that build.
+    if "asan" not in os.environ.get("LD_PRELOAD", ""):
+        assert growth < RSS_BOUND, (warm, end)
