@@ -20,9 +20,10 @@ from rlink._errors import (
     ProtocolError, RLinkError, TimeoutError,
 )
 from rlink._nodes import ActorNode, Event, LearnerNode, Message, Parameters, Request
+from rlink._torch import as_torch
 
 __all__ = [
-    "__version__", "LearnerNode", "ActorNode", "Message", "Parameters", "Request", "Event",
+    "__version__", "LearnerNode", "ActorNode", "Message", "Parameters", "Request", "Event", "as_torch",
     "RLinkError", "ConnectError", "ConnectionLostError", "TimeoutError", "ProtocolError",
     "MessageTooLargeError", "ClosedError", "AddressInUseError", "AuthenticationError",
 ]

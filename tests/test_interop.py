@@ -109,3 +109,19 @@ def test_import_rlink_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_as_torch_shares_memory(learner, actor):
+    torch = _torch()
+    actor.send_trajectory({"obs": np.arange(6, dtype=np.float32).reshape(2, 3),
+                           "nested": [np.ones(2, np.int64), (np.zeros(1, np.uint8), "tag")],
+                           "step": 3, "scalar": np.float32(0.5)}, timeout=T)
+    got = learner.receive(timeout=T)
+    t = rlink.as_torch(got)
+    assert isinstance(t["obs"], torch.Tensor) and t["obs"].dtype == torch.float32
+    assert t["obs"].shape == (2, 3) and t["obs"][1, 2].item() == 5.0
+    t["obs"][0, 0] = 42.0                       # the same memory as the array
+    assert got["obs"][0, 0] == 42.0
+    assert isinstance(t["nested"][0], torch.Tensor) and t["nested"][1][1] == "tag"
+    assert isinstance(t["nested"][1], tuple) and isinstance(t["nested"][1][0], torch.Tensor)
+    assert t["step"] == 3 and t["scalar"] == np.float32(0.5)
