@@ -96,9 +96,7 @@ def role_sender(peer_name, address, n, helper):
     peer = get_peer(peer_name)
     payloads = []
     for i in range(WARMUP + n):
-        d = W.make_step()
-        W.stamp(d, i)
-        payloads.append(d)
+        payloads.append(W.Stamper(W.make_step())(i))
     tx = peer.oneway_sender(address, "step")
     send, wait = tx.send, tx.wait
     if cg:
@@ -226,21 +224,27 @@ def _total_ir(path):
 
 
 def _annotate(path, out_txt, top=25):
+    """callgrind_annotate, inclusive and exclusive, into out_txt; returns the
+    top functions of each (for the JSON)."""
     if not shutil.which("callgrind_annotate"):
-        return []
-    r = subprocess.run(["callgrind_annotate", "--inclusive=yes", f"--threshold=99", path],
-                       capture_output=True, text=True, timeout=300)
+        return {}
+    res, text = {}, []
+    for mode in ("inclusive", "exclusive"):
+        r = subprocess.run(["callgrind_annotate", f"--inclusive={'yes' if mode == 'inclusive' else 'no'}",
+                            "--threshold=99", path], capture_output=True, text=True, timeout=300)
+        text.append(f"==================== {mode} ====================\n{r.stdout}")
+        funcs = []
+        for line in r.stdout.splitlines():
+            m = re.match(r"\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(.*)", line)
+            if m and "PROGRAM TOTALS" not in line:
+                funcs.append({"ir": int(m.group(1).replace(",", "")), "pct": float(m.group(2)),
+                              "fn": m.group(3)[:160]})
+            if len(funcs) >= top:
+                break
+        res[mode] = funcs
     with open(out_txt, "w") as f:
-        f.write(r.stdout)
-    funcs = []
-    for line in r.stdout.splitlines():
-        m = re.match(r"\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(.*)", line)
-        if m and "PROGRAM TOTALS" not in line:
-            funcs.append({"ir": int(m.group(1).replace(",", "")), "pct": float(m.group(2)),
-                          "fn": m.group(3)[:160]})
-        if len(funcs) >= top:
-            break
-    return funcs
+        f.write("\n".join(text))
+    return res
 
 
 def measure_one(peer, side, n, helper, tmp, out_dir, timeout=900):
@@ -280,9 +284,11 @@ def measure_one(peer, side, n, helper, tmp, out_dir, timeout=900):
     if not dumps:
         raise RuntimeError(f"callgrind wrote no dump for {peer} {side}")
     ir = _total_ir(dumps[0])
-    txt = os.path.join(out_dir, f"callgrind_{peer}_{side}.txt")
-    top = _annotate(dumps[0], txt)
-    return {"ir_total": ir, "per_message": ir / n, "annotate": txt, "top_inclusive": top}
+    base = os.path.join(out_dir, f"callgrind_{peer}_{side}")
+    shutil.copyfile(dumps[0], base + ".out")   # for callgrind_annotate / kcachegrind
+    top = _annotate(dumps[0], base + ".txt")
+    return {"ir_total": ir, "per_message": ir / n, "dump": base + ".out",
+            "annotate": base + ".txt", "top": top}
 
 
 def measure(peers=("rlink", "pyzmq"), n=2000, out_dir=None, progress=True):

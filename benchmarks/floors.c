@@ -4,8 +4,11 @@
  *   floors pingpong N WARMUP        TCP loopback, 64-byte messages, TCP_NODELAY,
  *                                   one process sends and waits for the echo from
  *                                   another: round-trip quantiles in microseconds
- *   floors stream MIB WARMUP_MIB    TCP loopback, 1 MiB write()s, receiver recv()s
- *                                   whole MiB chunks into one buffer: GB/s
+ *   floors stream MIB WARMUP_MIB [SOCKBUF]
+ *                                   TCP loopback, 1 MiB write()s, receiver read()s
+ *                                   whole MiB chunks into one buffer: GB/s. SOCKBUF > 0
+ *                                   sets SO_SNDBUF/SO_RCVBUF (bytes) on both ends, as
+ *                                   rlink does (4 MiB); 0 leaves the kernel's autotuning
  *   floors msgs tcp|unix single|writev N WARMUP
  *                                   100-byte messages with a 4-byte length prefix;
  *                                   "single": one write() per message, "writev":
@@ -168,12 +171,23 @@ static int pingpong(long n, long warm) {
 
 /* -------------------------------------------------------------- stream */
 #define CHUNK (1u << 20)
-static int stream(long mib, long warm_mib) {
+static void set_bufs(int s, int bytes) {
+    if (bytes <= 0) return;
+    setsockopt(s, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+    setsockopt(s, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+}
+
+static int stream(long mib, long warm_mib, int sockbuf) {
     int port = 0, ls = listen_on(AF_INET, &port);
+    set_bufs(ls, sockbuf);   /* inherited by the accepted socket */
     long total = mib + warm_mib;
     pid_t pid = fork();
     if (pid == 0) {
-        int s = connect_to(AF_INET, port, 0);
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                                .sin_port = htons(port)};
+        set_bufs(s, sockbuf);
+        if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) DIE("connect");
         uint8_t *b = malloc(CHUNK);
         memset(b, 0x5a, CHUNK);
         for (long i = 0; i < total; i++) {
@@ -198,8 +212,8 @@ static int stream(long mib, long warm_mib) {
     double dt = now() - t0;
     close(s);
     if (wait_child(pid)) FAIL("sender failed");
-    printf("{\"floor\": \"tcp_stream_1MiB\", \"bytes\": %ld, \"seconds\": %.6f, \"GBps\": %.4f}\n",
-           mib * (long)CHUNK, dt, mib * (double)CHUNK / dt / 1e9);
+    printf("{\"floor\": \"tcp_stream_1MiB\", \"sockbuf\": %d, \"bytes\": %ld, \"seconds\": %.6f, "
+           "\"GBps\": %.4f}\n", sockbuf, mib * (long)CHUNK, dt, mib * (double)CHUNK / dt / 1e9);
     return 0;
 }
 
@@ -302,7 +316,8 @@ static int bench_memcpy(long mib, int reps) {
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOFBF, 1 << 16);
     if (argc >= 4 && !strcmp(argv[1], "pingpong")) return pingpong(atol(argv[2]), atol(argv[3]));
-    if (argc >= 4 && !strcmp(argv[1], "stream")) return stream(atol(argv[2]), atol(argv[3]));
+    if (argc >= 4 && !strcmp(argv[1], "stream"))
+        return stream(atol(argv[2]), atol(argv[3]), argc >= 5 ? atoi(argv[4]) : 0);
     if (argc >= 6 && !strcmp(argv[1], "msgs"))
         return msgs(strcmp(argv[2], "unix") ? AF_INET : AF_UNIX, !strcmp(argv[3], "writev"),
                     atol(argv[4]), atol(argv[5]));

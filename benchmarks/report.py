@@ -82,7 +82,7 @@ def build_results(info, args, cases_def, order, cases, peers, runs, floor_runs, 
                "cases": {c: {k: v for k, v in cases_def[c].items()} for c in cases},
                "rows": rows, "scaling": scaling,
                "floors": {name: _stats([r["value"] for r in floor_runs if r["name"] == name])
-                          for name in fspecs},
+                          for name in list(fspecs) + ["tcp_stream_1MiB"]},
                "floor_runs": floor_runs, "runs": runs, "failures": failures,
                "callgrind": callgrind}
     results["targets"] = _targets(results)
@@ -182,7 +182,7 @@ def markdown(results) -> str:
     out = []
     a = results["args"]
     cmd = "python -m benchmarks" + (" --quick" if a.get("quick") else "") + \
-          (f" --repeats {a['repeats']}" if a.get("repeats") != 3 else "")
+          (f" --repeats {a['repeats']}" if a.get("repeats") != (3 if a.get("quick") else 5) else "")
     out.append(f"Machine: {info['cpu']}, {info['nproc']} cores, {info.get('mem_gib')} GiB, "
                f"Linux {info['kernel']}, Python {info['python']}, numpy {info['numpy']}; "
                f"rlink {info.get('rlink')} ({info.get('git')}), pyzmq {info.get('pyzmq')} "
@@ -191,7 +191,9 @@ def markdown(results) -> str:
                f"Load average {info['loadavg_start'][0]:.2f} at start, "
                f"{info.get('loadavg_end', [float('nan')])[0]:.2f} at end.")
     out.append(f"Command: `{cmd}`; {a.get('repeats')} repeats, peers interleaved, "
-               f"median [min–max]; run time {results['elapsed_s'] / 60:.1f} min.")
+               f"median [min–max]; run time {results['elapsed_s'] / 60:.1f} min."
+               + (" --quick: a quarter to a fifth of the messages per trial (W4: 5,000 round "
+                  "trips), no callgrind." if a.get("quick") else ""))
     out.append("")
     out.append("| workload | unit | C floor | " + " | ".join(PEER_LABEL[p] for p in peers) + " |")
     out.append("|---|---|---|" + "---|" * len(peers))
@@ -251,6 +253,10 @@ def markdown(results) -> str:
     cg = results.get("callgrind")
     if cg:
         out.append(callgrind_markdown(cg))
+    if results.get("skipped_peers"):
+        out.append("Skipped: " + "; ".join(f"{p} ({why})" for p, why in
+                                          results["skipped_peers"].items()) + ".")
+        out.append("")
     fails = results["failures"]
     if fails:
         out.append(f"{len(fails)} trial(s) failed: " + ", ".join(
@@ -260,7 +266,9 @@ def markdown(results) -> str:
 
 
 def _floor_unit(name):
-    return {"tcp_pingpong_64B": "µs", "tcp_stream_1MiB": "GB/s", "memcpy": "GB/s"}.get(name, "msg/s")
+    if name.startswith("tcp_stream") or name == "memcpy":
+        return "GB/s"
+    return "µs" if name == "tcp_pingpong_64B" else "msg/s"
 
 
 def callgrind_markdown(cg) -> str:

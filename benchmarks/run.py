@@ -12,10 +12,8 @@ benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -32,7 +30,6 @@ if __package__ in (None, ""):   # run as a script: benchmarks/run.py
 from . import floors as F          # noqa: E402
 from . import harness as H         # noqa: E402
 from . import report as R          # noqa: E402
-from . import workloads as W       # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ALL_PEERS = ["rlink", "rlink-reliable", "pyzmq", "portal", "mp.connection", "socket+pickle5"]
@@ -63,7 +60,7 @@ CASES = {
                  n=_n(500), warmup=20, quick_div=4),
     "W3": dict(title="W3 parameters 64 MiB → 2 actors", metric="s", higher=False, run="broadcast",
                peers=NO_RELIABLE, floor="tcp_stream_1MiB", subscribers=2,
-               n=_n(8, portal=3), warmup=1, quick_div=2),
+               n=_n(8, portal=3), warmup=2, quick_div=2),
     "W4": dict(title="W4 round trip", metric="µs", higher=False, run="roundtrip",
                peers=NO_RELIABLE, floor="tcp_pingpong_64B", n=_n(20_000), warmup=1000,
                quick_div=4),
@@ -136,6 +133,22 @@ def machine_info(cc_note: str) -> dict:
 
 # ------------------------------------------------------------------ running
 
+PEER_MODULES = {"rlink": ["rlink"], "rlink-reliable": ["rlink"], "pyzmq": ["zmq", "msgpack"],
+                "portal": ["portal", "msgpack"], "mp.connection": ["msgpack"], "socket+pickle5": []}
+
+
+def _missing_modules(peer):
+    import importlib.util
+    out = []
+    for m in PEER_MODULES[peer]:
+        try:
+            if importlib.util.find_spec(m) is None:
+                out.append(m)
+        except Exception:
+            out.append(m)
+    return out
+
+
 def run_case(name: str, case: dict, peer: str, quick: bool, timeout: float) -> dict:
     n = case_n(case, peer, quick)
     warm = case["warmup"]
@@ -175,7 +188,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help="fewer messages per trial (W4: 5,000 round trips), no callgrind; < 3 min")
-    ap.add_argument("--repeats", type=int, default=3, help="repeats per case (median, min-max)")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="repeats per case, peers interleaved within each (default 5; 3 with --quick)")
     ap.add_argument("--cases", default=",".join(ORDER),
                     help=f"comma-separated subset of {','.join(ORDER)}")
     ap.add_argument("--peers", default=",".join(ALL_PEERS), help="comma-separated subset")
@@ -187,6 +201,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--trial-timeout", type=float, default=240.0, help="s per trial")
     args = ap.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 5
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
     cases = [c for c in args.cases.split(",") if c]
@@ -197,7 +213,16 @@ def main(argv=None) -> int:
     bad = [p for p in peers if p not in ALL_PEERS]
     if bad:
         ap.error(f"unknown peer(s) {bad}; choose from {ALL_PEERS}")
+    missing = {p: m for p in peers if (m := _missing_modules(p))}
+    for p, m in missing.items():
+        print(f"note: skipping {p}: {', '.join(m)} not installed "
+              f"(pip install -r benchmarks/requirements.txt)", file=sys.stderr)
+    peers = [p for p in peers if p not in missing]
     os.makedirs(args.out, exist_ok=True)
+    ignore = os.path.join(args.out, ".gitignore")
+    if not os.path.exists(ignore):   # generated output stays out of git status
+        with open(ignore, "w") as f:
+            f.write("# written by python -m benchmarks: its output is not source\n*\n")
     started = time.time()
 
     binary, cc_note = (None, "skipped (--no-floors)") if args.no_floors else F.build()
@@ -240,6 +265,11 @@ def main(argv=None) -> int:
                 text = "FAILED"
                 print(f"FAILED {label}: {e}", file=sys.stderr)
             prog.line((kind, name), label, text, time.monotonic() - t)
+            streams = [r for r in floor_runs if r["repeat"] == rep
+                       and r["name"].startswith("tcp_stream_1MiB_")]
+            if name == "tcp_stream_1MiB_4MiBbuf" and streams:
+                best = max(streams, key=lambda r: r["value"])
+                floor_runs.append(dict(best, name="tcp_stream_1MiB", from_=best["name"]))
             continue
         case = CASES[name]
         label = f"rep {rep + 1}/{args.repeats} {name} {peer}"
@@ -266,6 +296,7 @@ def main(argv=None) -> int:
     elapsed = time.time() - started
     results = R.build_results(info, vars(args), CASES, ORDER, cases, peers, runs, floor_runs,
                               fspecs, failures, callgrind, elapsed)
+    results["skipped_peers"] = {p: f"{', '.join(m)} not installed" for p, m in missing.items()}
     paths = R.write_all(results, args.out, plots=not args.no_plots)
     print(R.markdown(results), flush=True)
     for p in paths:

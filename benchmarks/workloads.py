@@ -40,7 +40,24 @@ def expected_byte(seq: int) -> int:
 
 
 def last_byte(a: np.ndarray) -> int:
-    return int(a.reshape(-1).view(np.uint8)[-1])
+    try:
+        return a.data.cast("B")[-1]        # contiguous arrays: ~0.1 µs
+    except (TypeError, ValueError):
+        return int(a.reshape(-1).view(np.uint8)[-1])
+
+
+class Stamper:
+    """Writes seq and the derived last byte into a payload; caches a byte view
+    of obs so the per-message cost is ~0.1 µs (the same for every peer)."""
+
+    def __init__(self, payload: dict):
+        self.payload = payload
+        self.last = payload["obs"].reshape(-1).view(np.uint8)[-1:]
+
+    def __call__(self, seq: int) -> dict:
+        self.payload["seq"] = seq
+        self.last[0] = ((seq & SEQ_MASK) * 131 + 7) & 0xFF
+        return self.payload
 
 
 def make_step() -> dict:
@@ -94,12 +111,20 @@ def check_message(d: dict, seq: int) -> None:
     """Cheap per-message check: the sequence number and the last byte of obs."""
     got = int(d["seq"])
     if got != seq:
-        raise DataError(f"seq {got >> SEQ_BITS}:{got & SEQ_MASK} received, expected "
-                        f"{seq >> SEQ_BITS}:{seq & SEQ_MASK} (loss, duplication or reordering)")
+        raise_seq(got, seq)
     lb = last_byte(d["obs"])
     if lb != expected_byte(seq):
-        raise DataError(f"seq {seq & SEQ_MASK}: last byte of obs is {lb}, expected "
-                        f"{expected_byte(seq)} (corruption)")
+        raise_byte(lb, seq)
+
+
+def raise_seq(got: int, seq: int):
+    raise DataError(f"seq {got >> SEQ_BITS}:{got & SEQ_MASK} received, expected "
+                    f"{seq >> SEQ_BITS}:{seq & SEQ_MASK} (loss, duplication or reordering)")
+
+
+def raise_byte(lb: int, seq: int):
+    raise DataError(f"seq {seq & SEQ_MASK}: last byte of obs is {lb}, expected "
+                    f"{expected_byte(seq)} (corruption)")
 
 
 def check_full(got: dict, template: dict, loose_scalars: bool = False) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from ..workloads import check_message, last_byte, expected_byte, make_reply, DataError
+from ..workloads import last_byte, expected_byte, make_reply, DataError
 
 CONNECT_TIMEOUT = 60.0
 
