@@ -114,33 +114,47 @@ def _peer(results, rid, peer):
 def _targets(results):
     t = []
 
-    def add(name, rid, peer, attr, op, bound, extra=None):
+    def med(rid, peer):
+        st, _ = _peer(results, rid, peer)
+        return st["median"] if st else None
+
+    def floor(rid):
+        _, row = _peer(results, rid, "rlink")
+        return row["floor"]["median"] if row and row["floor"] else None
+
+    def add(name, rid, peer, attr, op, bound, detail, extra_ok=True):
         st, _ = _peer(results, rid, peer)
         v = st.get(attr) if st else None
-        ok = None if v is None else (v >= bound if op == ">=" else v <= bound)
-        if ok is not None and extra is not None:
-            ok = ok and extra[1]
+        ok = None if v is None else (v >= bound if op == ">=" else v <= bound) and extra_ok
         t.append({"target": name, "measured": v, "bound": f"{op} {bound}", "met": ok,
-                  "detail": extra[0] if extra else None})
+                  "detail": detail})
 
-    add("W1: rlink ≥ 10× pyzmq (msg/s)", "W1", "rlink", "vs_pyzmq", ">=", 10)
-    add("W2 1→1: rlink ≥ 1.0× C TCP stream floor (GB/s)", "W2", "rlink", "vs_floor", ">=", 1.0)
+    def f(v, unit):
+        return fmt(v, unit) + ("" if unit == "s" else f" {unit}") if v is not None else "–"
+
+    add("W1: rlink ≥ 10× pyzmq (msg/s)", "W1", "rlink", "vs_pyzmq", ">=", 10,
+        f"{f(med('W1', 'rlink'), 'msg/s')} vs {f(med('W1', 'pyzmq'), 'msg/s')}")
+    add("W2 1→1: rlink ≥ 1.0× C TCP stream floor (GB/s)", "W2", "rlink", "vs_floor", ">=", 1.0,
+        f"{f(med('W2', 'rlink'), 'GB/s')} vs {f(floor('W2'), 'GB/s')}")
     st, _ = _peer(results, "W2x2", "rlink")
     gap = st.get("share_gap_median") if st else None
     add("W2 2→1: rlink ≥ 0.9× floor, actors within 10% of each other", "W2x2", "rlink",
         "vs_floor", ">=", 0.9,
-        (f"median gap between the two actors' shares {gap:.1%}" if gap is not None else "n/a",
-         gap is not None and gap <= 0.10))
+        f"{f(med('W2x2', 'rlink'), 'GB/s')} vs {f(floor('W2x2'), 'GB/s')}; median gap between "
+        f"the actors' shares " + (f"{gap:.1%}" if gap is not None else "n/a"),
+        gap is not None and gap <= 0.10)
     add("W3: rlink ≤ 1.1× floor (2 × 64 MiB at the TCP stream rate)", "W3", "rlink", "vs_floor",
-        "<=", 1.1)
-    add("W4: rlink p50 ≤ 1.3× C 64 B ping-pong p50", "W4 p50", "rlink", "vs_floor", "<=", 1.3)
-    add("W4: rlink p99 ≤ 2× C 64 B ping-pong p99", "W4 p99", "rlink", "vs_floor", "<=", 2.0)
-    for rid in ("W1", "W2"):
-        a, _ = _peer(results, rid, "rlink-reliable")
-        b, _ = _peer(results, rid, "rlink")
-        v = a["median"] / b["median"] if a and b else None
+        "<=", 1.1, f"{f(med('W3', 'rlink'), 's')} vs {f(floor('W3'), 's')}")
+    add("W4: rlink p50 ≤ 1.3× C 64 B ping-pong p50", "W4 p50", "rlink", "vs_floor", "<=", 1.3,
+        f"{f(med('W4 p50', 'rlink'), 'µs')} vs {f(floor('W4 p50'), 'µs')}")
+    add("W4: rlink p99 ≤ 2× C 64 B ping-pong p99", "W4 p99", "rlink", "vs_floor", "<=", 2.0,
+        f"{f(med('W4 p99', 'rlink'), 'µs')} vs {f(floor('W4 p99'), 'µs')}")
+    for rid, unit in (("W1", "msg/s"), ("W2", "GB/s")):
+        a, b = med(rid, "rlink-reliable"), med(rid, "rlink")
+        v = a / b if a and b else None
         t.append({"target": f"{rid}: reliable ≥ 0.9× unreliable", "measured": v,
-                  "bound": ">= 0.9", "met": None if v is None else v >= 0.9, "detail": None})
+                  "bound": ">= 0.9", "met": None if v is None else v >= 0.9,
+                  "detail": f"{f(a, unit)} vs {f(b, unit)}"})
     return t
 
 

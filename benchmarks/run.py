@@ -89,6 +89,15 @@ def _dist_version(name):
         return None
 
 
+def _cpu_pressure():
+    """/proc/pressure/cpu "some" line: share of time runnable tasks waited for a CPU."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            return f.readline().strip()
+    except OSError:
+        return None
+
+
 def machine_info(cc_note: str) -> dict:
     cpu = "?"
     try:
@@ -111,6 +120,7 @@ def machine_info(cc_note: str) -> dict:
         "portal": _dist_version("portal"), "matplotlib": _dist_version("matplotlib"),
         "cc": cc_note,
         "loadavg_start": os.getloadavg(),
+        "cpu_pressure_start": _cpu_pressure(),
     }
     try:
         import rlink
@@ -290,6 +300,7 @@ def main(argv=None) -> int:
         prog.line((name, peer), label, text, time.monotonic() - t)
 
     info["loadavg_end"] = os.getloadavg()
+    info["cpu_pressure_end"] = _cpu_pressure()
     callgrind = None
     if not args.quick and not args.no_callgrind:
         callgrind = run_callgrind(args.out)
