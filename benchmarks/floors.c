@@ -1,9 +1,12 @@
 /* C floors for the rlink benchmarks: what the kernel and the memory system
  * allow on this machine, with no Python and no library in the way.
  *
- *   floors pingpong N WARMUP        TCP loopback, 64-byte messages, TCP_NODELAY,
+ *   floors pingpong N WARMUP [spin] TCP loopback, 64-byte messages, TCP_NODELAY,
  *                                   one process sends and waits for the echo from
- *                                   another: round-trip quantiles in microseconds
+ *                                   another: round-trip quantiles in microseconds.
+ *                                   "spin": both sides busy-poll non-blocking sockets
+ *                                   instead of sleeping in read() (no wake-ups: shows
+ *                                   what sleeping and waking costs on this machine)
  *   floors stream MIB WARMUP_MIB [SOCKBUF]
  *                                   TCP loopback, 1 MiB write()s, receiver read()s
  *                                   whole MiB chunks into one buffer: GB/s. SOCKBUF > 0
@@ -23,6 +26,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdint.h>
@@ -108,7 +112,7 @@ static void read_all(int s, void *p, size_t n) {
     char *c = p;
     while (n) {
         ssize_t r = read(s, c, n);
-        if (r < 0) { if (errno == EINTR) continue; DIE("read"); }
+        if (r < 0) { if (errno == EINTR || errno == EAGAIN) continue; DIE("read"); }
         if (r == 0) FAIL("peer closed early");
         c += r; n -= (size_t)r;
     }
@@ -126,11 +130,12 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 /* ------------------------------------------------------------ pingpong */
-static int pingpong(long n, long warm) {
+static int pingpong(long n, long warm, int spin) {
     int port = 0, ls = listen_on(AF_INET, &port);
     pid_t pid = fork();
     if (pid == 0) {                       /* echo server */
         int s = connect_to(AF_INET, port, 1);
+        if (spin) fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_NONBLOCK);
         uint8_t m[64];
         for (long i = 0; i < n + warm; i++) {
             read_all(s, m, 64);
@@ -140,6 +145,7 @@ static int pingpong(long n, long warm) {
         _exit(0);
     }
     int s = accept_one(ls, AF_INET, 1);
+    if (spin) fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_NONBLOCK);
     double *rtt = malloc(sizeof(double) * (size_t)n), sum = 0;
     uint8_t m[64], r[64];
     memset(m, 0, 64);
@@ -157,8 +163,8 @@ static int pingpong(long n, long warm) {
     close(s);
     if (wait_child(pid)) FAIL("echo server failed");
     qsort(rtt, (size_t)n, sizeof(double), cmp_double);
-    printf("{\"floor\": \"tcp_pingpong_64B\", \"n\": %ld, \"mean_us\": %.3f, \"p50_us\": %.3f, "
-           "\"p99_us\": %.3f, \"p999_us\": %.3f, \"quantiles_us\": [", n, sum / n,
+    printf("{\"floor\": \"tcp_pingpong_64B%s\", \"n\": %ld, \"mean_us\": %.3f, \"p50_us\": %.3f, "
+           "\"p99_us\": %.3f, \"p999_us\": %.3f, \"quantiles_us\": [", spin ? "_spin" : "", n, sum / n,
            rtt[n / 2], rtt[(long)(n * 0.99)], rtt[(long)(n * 0.999)]);
     for (int q = 0; q <= 200; q++) {
         long idx = (long)((double)q / 200 * (n - 1));
@@ -315,7 +321,8 @@ static int bench_memcpy(long mib, int reps) {
 
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOFBF, 1 << 16);
-    if (argc >= 4 && !strcmp(argv[1], "pingpong")) return pingpong(atol(argv[2]), atol(argv[3]));
+    if (argc >= 4 && !strcmp(argv[1], "pingpong"))
+        return pingpong(atol(argv[2]), atol(argv[3]), argc >= 5 && !strcmp(argv[4], "spin"));
     if (argc >= 4 && !strcmp(argv[1], "stream"))
         return stream(atol(argv[2]), atol(argv[3]), argc >= 5 ? atoi(argv[4]) : 0);
     if (argc >= 6 && !strcmp(argv[1], "msgs"))

@@ -52,11 +52,13 @@ def floor_specs(quick: bool) -> dict:
     k = 4 if quick else 1
     return {
         "tcp_pingpong_64B": (["pingpong", str(20_000 // k), "1000"], "p50_us", "µs", False),
+        "tcp_pingpong_64B_spin": (["pingpong", str(20_000 // k), "1000", "spin"], "p50_us", "µs",
+                                  False),
         # Run with the kernel's buffer autotuning and with 4 MiB SO_SNDBUF/RCVBUF
         # (what rlink sets); "tcp_stream_1MiB" is the better of the two in each
         # repeat (derived in run.py), so the floor is the best C configuration.
-        "tcp_stream_1MiB_autobuf": (["stream", str(4096 // k), "256", "0"], "GBps", "GB/s", True),
-        "tcp_stream_1MiB_4MiBbuf": (["stream", str(4096 // k), "256", str(4 << 20)], "GBps", "GB/s",
+        "tcp_stream_1MiB_autobuf": (["stream", str(2048 // k), "128", "0"], "GBps", "GB/s", True),
+        "tcp_stream_1MiB_4MiBbuf": (["stream", str(2048 // k), "128", str(4 << 20)], "GBps", "GB/s",
                                     True),
         "tcp_100B_write1": (["msgs", "tcp", "single", str(1_000_000 // k), "10000"], "msgps", "msg/s", True),
         "tcp_100B_writev64": (["msgs", "tcp", "writev", str(5_000_000 // k), "10000"], "msgps", "msg/s", True),

@@ -60,6 +60,29 @@ def _peer(name):
     return get_peer(name)
 
 
+_CLEANUP: list = []
+CLOSE_TIMEOUT = 10.0   # s for a peer's close() after the result is reported
+
+
+def _at_exit(close):
+    """Close a peer after the child has reported its result, with a time
+    limit: a library whose close() hangs (portal's does when replies are still
+    queued for a client that left) must not cost the measurement."""
+    _CLEANUP.append(close)
+
+
+def _run_cleanup():
+    import threading
+    for close in _CLEANUP:
+        t = threading.Thread(target=close, daemon=True)
+        t.start()
+        t.join(CLOSE_TIMEOUT)
+        if t.is_alive():
+            print(f"close() did not return within {CLOSE_TIMEOUT:g} s; exiting anyway",
+                  file=sys.stderr)
+            break
+
+
 def _child(fn, result_q, role, logdir, *args):
     """Run fn in a child; report exactly one result (or the traceback).
     The child's stdout/stderr go to logdir/ROLE.log (libraries chatter)."""
@@ -76,6 +99,7 @@ def _child(fn, result_q, role, logdir, *args):
     finally:
         result_q.close()
         result_q.join_thread()   # the result is flushed to the pipe
+        _run_cleanup()
         sys.stdout.flush()
         os._exit(0)   # skip atexit/finalizers and non-daemon threads of libraries
 
@@ -203,7 +227,7 @@ def _oneway_receiver(peer_name, kind, k, n, warmup, addr_q, go, go_time, done):
                 "mid_s": t_hi - t_lo, "mid_counts": [b - a for a, b in zip(counts_lo, counts_hi)]}
     finally:
         done.set()
-        rx.close()
+        _at_exit(rx.close)
 
 
 def _oneway_sender(peer_name, kind, idx, n, warmup, addr_q, go, go_time, done):
@@ -232,7 +256,7 @@ def _oneway_sender(peer_name, kind, idx, n, warmup, addr_q, go, go_time, done):
             raise TimeoutError("receiver did not finish")
         return {"send_s": sent_s, "go_delay_s": go_delay}
     finally:
-        tx.close()
+        _at_exit(tx.close)
 
 
 def oneway(peer, kind, k, n, warmup, timeout):
@@ -293,7 +317,7 @@ def _bcast_publisher(peer_name, k, versions, warmup, addr_q, ack_q, done):
         return {"broadcasts": times}
     finally:
         done.set()
-        pub.close()
+        _at_exit(pub.close)
 
 
 def _bcast_subscriber(peer_name, idx, versions, warmup, addr_q, ack_q, done):
@@ -308,7 +332,7 @@ def _bcast_subscriber(peer_name, idx, versions, warmup, addr_q, ack_q, done):
             ack_q.put((idx, v, t))
         done.wait(STEP_TIMEOUT)
     finally:
-        sub.close()
+        _at_exit(sub.close)
 
 
 def broadcast(peer, k, versions, warmup, timeout):
@@ -337,7 +361,7 @@ def _rr_server(peer_name, n, warmup, addr_q, done):
         srv.serve(warmup + n, READY_TIMEOUT)
         done.wait(STEP_TIMEOUT)
     finally:
-        srv.close()
+        _at_exit(srv.close)
 
 
 def _rr_client(peer_name, n, warmup, addr_q, done):
@@ -366,7 +390,7 @@ def _rr_client(peer_name, n, warmup, addr_q, done):
                 "quantiles_us": [round(float(x), 3) for x in np.quantile(us, QUANTILE_GRID)]}
     finally:
         done.set()
-        cli.close()
+        _at_exit(cli.close)
 
 
 def roundtrip(peer, n, warmup, timeout):

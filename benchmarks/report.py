@@ -37,11 +37,25 @@ def _rows(order, cases_def):
     return rows
 
 
-def _floor_values(floor_runs, name, key, row_id):
-    vals = [r[key] if key else r["value"] for r in floor_runs if r["name"] == name]
-    if row_id == "W3":   # 2 x 64 MiB at the measured TCP stream rate
-        vals = [2 * PARAM_BYTES / (v * 1e9) for v in vals]
-    return vals
+def _floor_by_repeat(floor_runs, name, key, row_id, case):
+    """{repeat: floor value} from the floor runs made right before this case."""
+    out = {}
+    for r in floor_runs:
+        if r["name"] == name and r.get("case") == case:
+            v = r[key] if key else r["value"]
+            if row_id == "W3":   # 2 x 64 MiB at the measured TCP stream rate
+                v = 2 * PARAM_BYTES / (v * 1e9)
+            out[r["repeat"]] = v
+    return out
+
+
+def _paired(a: dict, b: dict):
+    """Ratios a[rep] / b[rep] over the repeats both have: median, min, max."""
+    ratios = [a[k] / b[k] for k in sorted(a) if k in b and b[k]]
+    if not ratios:
+        return None
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
+            "values": ratios}
 
 
 def build_results(info, args, cases_def, order, cases, peers, runs, floor_runs, fspecs,
@@ -49,14 +63,15 @@ def build_results(info, args, cases_def, order, cases, peers, runs, floor_runs, 
     rows = []
     for row_id, c, key, title, unit, higher, fname, fkey in _rows(
             [c for c in order if c in cases], cases_def):
+        fl = _floor_by_repeat(floor_runs, fname, fkey, row_id, c)
         row = {"id": row_id, "case": c, "title": title, "unit": unit, "higher_is_better": higher,
-               "floor_name": fname,
-               "floor": _stats(_floor_values(floor_runs, fname, fkey, row_id)),
-               "peers": {}}
+               "floor_name": fname, "floor": _stats(list(fl.values())), "peers": {}}
+        by_rep = {}
         for p in cases_def[c]["peers"]:
             if p not in peers:
                 continue
             rr = [r for r in runs if r["case"] == c and r["peer"] == p]
+            by_rep[p] = {r["repeat"]: r[key] for r in rr}
             st = _stats([r[key] for r in rr])
             if st is None:
                 row["peers"][p] = None
@@ -67,22 +82,30 @@ def build_results(info, args, cases_def, order, cases, peers, runs, floor_runs, 
                 st["share_gap_median"] = statistics.median(
                     [(max(s) - min(s)) / max(s) if max(s) else 1.0 for s in shares])
             row["peers"][p] = st
-        rows.append(row)
-    # Ratios of medians.
-    for row in rows:
-        fl = row["floor"]["median"] if row["floor"] else None
+        # Ratios of medians, and the same ratios paired repeat by repeat
+        # (each repeat's peer value over the floor / pyzmq measured seconds
+        # to a minute before or after it).
+        flm = row["floor"]["median"] if row["floor"] else None
         zq = (row["peers"].get("pyzmq") or {}).get("median")
         for p, st in row["peers"].items():
             if st is None:
                 continue
-            st["vs_floor"] = st["median"] / fl if fl else None
+            st["vs_floor"] = st["median"] / flm if flm else None
             st["vs_pyzmq"] = st["median"] / zq if zq else None
+            st["paired_vs_floor"] = _paired(by_rep[p], fl)
+            st["paired_vs_pyzmq"] = _paired(by_rep[p], by_rep.get("pyzmq", {}))
+        if "rlink-reliable" in by_rep and "rlink" in by_rep and row["peers"].get("rlink-reliable"):
+            row["peers"]["rlink-reliable"]["paired_vs_rlink"] = _paired(by_rep["rlink-reliable"],
+                                                                         by_rep["rlink"])
+        rows.append(row)
     scaling = _scaling(rows, cases_def)
     results = {"machine": info, "args": args, "elapsed_s": elapsed,
                "cases": {c: {k: v for k, v in cases_def[c].items()} for c in cases},
                "rows": rows, "scaling": scaling,
                "floors": {name: _stats([r["value"] for r in floor_runs if r["name"] == name])
                           for name in list(fspecs) + ["tcp_stream_1MiB"]},
+               "floors_note": "each case's floors run right before it in every repeat; "
+                              "these summaries pool all of a floor's runs",
                "floor_runs": floor_runs, "runs": runs, "failures": failures,
                "callgrind": callgrind}
     results["targets"] = _targets(results)
@@ -126,8 +149,9 @@ def _targets(results):
         st, _ = _peer(results, rid, peer)
         v = st.get(attr) if st else None
         ok = None if v is None else (v >= bound if op == ">=" else v <= bound) and extra_ok
+        paired = st.get("paired_" + attr) if st else None
         t.append({"target": name, "measured": v, "bound": f"{op} {bound}", "met": ok,
-                  "detail": detail})
+                  "detail": detail, "paired": paired})
 
     def f(v, unit):
         return fmt(v, unit) + ("" if unit == "s" else f" {unit}") if v is not None else "–"
@@ -152,9 +176,11 @@ def _targets(results):
     for rid, unit in (("W1", "msg/s"), ("W2", "GB/s")):
         a, b = med(rid, "rlink-reliable"), med(rid, "rlink")
         v = a / b if a and b else None
+        st, _ = _peer(results, rid, "rlink-reliable")
         t.append({"target": f"{rid}: reliable ≥ 0.9× unreliable", "measured": v,
                   "bound": ">= 0.9", "met": None if v is None else v >= 0.9,
-                  "detail": f"{f(a, unit)} vs {f(b, unit)}"})
+                  "detail": f"{f(a, unit)} vs {f(b, unit)}",
+                  "paired": st.get("paired_vs_rlink") if st else None})
     return t
 
 
@@ -243,16 +269,20 @@ def markdown(results) -> str:
                            "/".join(f"{x:.0%}" for x in s) for s in st["shares"])
                        for p, st in shares) + ".")
         out.append("")
-    out.append("Targets (rlink, this run):")
+    out.append("Targets (rlink, this run). \"measured\" is the ratio of the medians; "
+               "\"paired\" is the same ratio taken repeat by repeat (each repeat's figure over "
+               "the floor or peer measured next to it), median [min–max]:")
     out.append("")
-    out.append("| target | measured | met |")
-    out.append("|---|---|---|")
+    out.append("| target | measured | paired | met |")
+    out.append("|---|---|---|---|")
     for t in results["targets"]:
         m = "–" if t["measured"] is None else f"{t['measured']:.3g}×"
         if t.get("detail"):
-            m += f"; {t['detail']}"
+            m += f" ({t['detail']})"
+        pr = t.get("paired")
+        pc = f"{pr['median']:.2f}× [{pr['min']:.2f}–{pr['max']:.2f}]" if pr else "–"
         met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
-        out.append(f"| {t['target']} | {m} | {met} |")
+        out.append(f"| {t['target']} | {m} | {pc} | {met} |")
     out.append("")
     fl = results["floors"]
     if any(fl.values()):
@@ -282,7 +312,7 @@ def markdown(results) -> str:
 def _floor_unit(name):
     if name.startswith("tcp_stream") or name == "memcpy":
         return "GB/s"
-    return "µs" if name == "tcp_pingpong_64B" else "msg/s"
+    return "µs" if name.startswith("tcp_pingpong_64B") else "msg/s"
 
 
 def callgrind_markdown(cg) -> str:
@@ -300,11 +330,22 @@ def callgrind_markdown(cg) -> str:
 
 # --------------------------------------------------------------------- files
 
+def _rounded(x):
+    """Floats to 6 significant digits (the measurements have 2-3)."""
+    if isinstance(x, float):
+        return float(f"{x:.6g}")
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_rounded(v) for v in x]
+    return x
+
+
 def write_all(results, out_dir, plots=True):
     paths = []
     p = os.path.join(out_dir, "results.json")
-    with open(p, "w") as f:
-        json.dump(results, f, indent=1, default=str)
+    with open(p, "w") as f:   # compact: pipe through `python -m json.tool` to read
+        json.dump(_rounded(results), f, separators=(",", ":"), default=str)
     paths.append(p)
     p = os.path.join(out_dir, "results.md")
     with open(p, "w") as f:

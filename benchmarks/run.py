@@ -45,30 +45,40 @@ def _n(default, **per_peer):
     return {"default": default, **{names[k]: v for k, v in per_peer.items()}}
 
 
+# Each case's C floors run right before the case's peers, in every repeat, so
+# that a ratio to the floor compares measurements a few seconds apart (the
+# machine's speed drifts). These run once per repeat, as references only:
+REFERENCE_FLOORS = ["unix_100B_write1", "unix_100B_writev64", "memcpy"]
+STREAM_FLOORS = ["tcp_stream_1MiB_autobuf", "tcp_stream_1MiB_4MiBbuf"]
+
 # Message counts are chosen so that every trial measures for roughly 0.5-3 s
 # at the rates seen on a 2-core VM; --quick divides them (see quick_div).
 CASES = {
     "W1": dict(title="W1 step messages, 1 → 1", metric="msg/s", higher=True, run="oneway",
                kind="step", senders=1, peers=ALL_PEERS, floor="tcp_100B_writev64",
+               floors=["tcp_100B_write1", "tcp_100B_writev64"],
                n=_n(200_000, pyzmq=100_000, portal=15_000, mp_connection=60_000,
                     socket_pickle5=60_000), warmup=2000, quick_div=5),
     "W2": dict(title="W2 trajectories, 1 → 1", metric="GB/s", higher=True, run="oneway",
                kind="trajectory", senders=1, peers=ALL_PEERS, floor="tcp_stream_1MiB",
+               floors=STREAM_FLOORS,
                n=_n(1000), warmup=20, quick_div=4),
     "W2x2": dict(title="W2 trajectories, 2 → 1", metric="GB/s", higher=True, run="oneway",
                  kind="trajectory", senders=2, peers=ALL_PEERS, floor="tcp_stream_1MiB",
+                 floors=STREAM_FLOORS,
                  n=_n(500), warmup=20, quick_div=4),
     "W3": dict(title="W3 parameters 64 MiB → 2 actors", metric="s", higher=False, run="broadcast",
-               peers=NO_RELIABLE, floor="tcp_stream_1MiB", subscribers=2,
+               peers=NO_RELIABLE, floor="tcp_stream_1MiB", floors=STREAM_FLOORS, subscribers=2,
                n=_n(8, portal=3), warmup=2, quick_div=2),
     "W4": dict(title="W4 round trip", metric="µs", higher=False, run="roundtrip",
-               peers=NO_RELIABLE, floor="tcp_pingpong_64B", n=_n(20_000), warmup=1000,
+               peers=NO_RELIABLE, floor="tcp_pingpong_64B", floors=["tcp_pingpong_64B", "tcp_pingpong_64B_spin"],
+               n=_n(20_000), warmup=1000,
                quick_div=4),
 }
 for _k in SCALING_ACTORS[1:]:
     CASES[f"S{_k}"] = dict(title=f"W1 scaling, {_k} → 1", metric="msg/s", higher=True,
                            run="oneway", kind="step", senders=_k, peers=SCALING_PEERS,
-                           floor="tcp_100B_writev64",
+                           floor="tcp_100B_writev64", floors=["tcp_100B_writev64"],
                            n=_n(max(200_000 // _k, 500), pyzmq=max(100_000 // _k, 500)),
                            warmup=100, quick_div=4)
 ORDER = ["W1", "W2", "W2x2", "W3", "W4"] + [f"S{k}" for k in SCALING_ACTORS[1:]]
@@ -248,11 +258,15 @@ def main(argv=None) -> int:
         print(f"note: {cc_note}", file=sys.stderr)
 
     fspecs = F.floor_specs(args.quick) if binary else {}
-    plan = []   # (repeat, kind, name, peer)
+    plan = []   # (repeat, "floor", floor name, case or None) or (repeat, "case", case, peer)
     for rep in range(args.repeats):
-        for fname in fspecs:
-            plan.append((rep, "floor", fname, None))
+        for fname in REFERENCE_FLOORS:
+            if fname in fspecs:
+                plan.append((rep, "floor", fname, None))
         for cname in cases:
+            for fname in CASES[cname]["floors"]:
+                if fname in fspecs:
+                    plan.append((rep, "floor", fname, cname))
             cpeers = [p for p in CASES[cname]["peers"] if p in peers]
             k = rep % len(cpeers) if cpeers else 0
             for p in cpeers[k:] + cpeers[:k]:   # rotate the order from repeat to repeat
@@ -263,23 +277,24 @@ def main(argv=None) -> int:
         t = time.monotonic()
         loadavg = os.getloadavg()[0]
         if kind == "floor":
+            fcase = peer
             argv, key, unit, _ = fspecs[name]
-            label = f"rep {rep + 1}/{args.repeats} C floor {name}"
+            label = f"rep {rep + 1}/{args.repeats} C floor {name}" + (f" ({fcase})" if fcase else "")
             try:
                 r = F.run_floor(binary, argv)
-                floor_runs.append(dict(r, name=name, repeat=rep, value=r[key], unit=unit,
-                                       loadavg=loadavg))
+                floor_runs.append(dict(r, name=name, case=fcase, repeat=rep, value=r[key],
+                                       unit=unit, loadavg=loadavg))
                 text = f"{r[key]:.4g} {unit}"
             except Exception as e:
-                failures.append({"floor": name, "repeat": rep, "error": str(e)})
+                failures.append({"floor": name, "case": fcase, "repeat": rep, "error": str(e)})
                 text = "FAILED"
                 print(f"FAILED {label}: {e}", file=sys.stderr)
             prog.line((kind, name), label, text, time.monotonic() - t)
-            streams = [r for r in floor_runs if r["repeat"] == rep
-                       and r["name"].startswith("tcp_stream_1MiB_")]
-            if name == "tcp_stream_1MiB_4MiBbuf" and streams:
+            streams = [r for r in floor_runs if r["repeat"] == rep and r["case"] == fcase
+                       and r["name"] in STREAM_FLOORS]
+            if name == STREAM_FLOORS[-1] and streams:
                 best = max(streams, key=lambda r: r["value"])
-                floor_runs.append(dict(best, name="tcp_stream_1MiB", from_=best["name"]))
+                floor_runs.append(dict(best, name="tcp_stream_1MiB", best_of=best["name"]))
             continue
         case = CASES[name]
         label = f"rep {rep + 1}/{args.repeats} {name} {peer}"
@@ -315,7 +330,8 @@ def main(argv=None) -> int:
     if failures:
         print(f"\n{len(failures)} trial(s) FAILED:", file=sys.stderr)
         for f in failures:
-            print(f"--- {f.get('case', f.get('floor'))} {f.get('peer', '')} repeat {f['repeat']}:\n"
+            print(f"--- {f.get('floor', '')} {f.get('case') or ''} {f.get('peer', '')} "
+                  f"repeat {f['repeat']}:\n"
                   f"{f['error'][-3000:]}", file=sys.stderr)
         return 1
     return 0
