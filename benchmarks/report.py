@@ -373,7 +373,7 @@ def plot_all(results, out_dir):
                 f"Python {info['python']}; median of {results['args']['repeats']}, bars span min–max")
     paths = []
 
-    def bars(ax, row, title, scale=1.0, unit=""):
+    def bars(ax, row, title, scale=1.0, unit="", floor_label=None):
         names = [p for p, st in row["peers"].items() if st]
         med = [row["peers"][p]["median"] * scale for p in names]
         lo = [m - row["peers"][p]["min"] * scale for m, p in zip(med, names)]
@@ -384,18 +384,19 @@ def plot_all(results, out_dir):
                       fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(unit)
-        for xi, m in zip(x, med):
-            ax.annotate(f"{m:.3g}", (xi, m), ha="center", va="bottom", fontsize=7,
-                        xytext=(0, 2), textcoords="offset points")
+        for xi, m, h in zip(x, med, hi):   # above the error bar
+            ax.annotate(f"{m:.3g}", (xi, m + h), ha="center", va="bottom", fontsize=7,
+                        xytext=(0, 1), textcoords="offset points")
         if row["floor"]:
             f = row["floor"]["median"] * scale
+            label = floor_label or f"C floor {f:.3g}"
             if f <= 3 * max(med):
                 ax.axhline(f, color=colors["C floor"], ls="--", lw=1)
-                ax.annotate(f"C floor {f:.3g}", (len(names) - 0.5, f), ha="right",
-                            va="bottom", fontsize=7)
+                ax.annotate(label, (-0.45, f), ha="left", va="bottom", fontsize=7,
+                            xytext=(0, 2), textcoords="offset points",
+                            bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none"))
             else:
-                ax.annotate(f"C floor {f:.3g} (off scale)", (0.98, 0.97), ha="right", va="top",
-                            xycoords="axes fraction", fontsize=7)
+                ax.set_title(f"{title}\n{label} (off scale)", fontsize=9)
 
     panels = [(rid, t, s, u) for rid, t, s, u in [
         ("W1", "W1 step messages 1→1 (msg/s, ↑)", 1e-3, "k msg/s"),
@@ -406,7 +407,13 @@ def plot_all(results, out_dir):
         fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 4.2))
         axes = axes if len(panels) > 1 else [axes]
         for ax, (rid, title, scale, unit) in zip(axes, panels):
-            bars(ax, rows[rid], title, scale, unit)
+            fl = rows[rid]["floor"]
+            label = None
+            if rid == "W1" and fl:
+                label = f"C floor (100 B, 64 per writev) {fl['median'] / 1e6:.1f}M msg/s"
+            elif rid == "W3" and fl:
+                label = f"C floor {fl['median'] * 1e3:.0f} ms"
+            bars(ax, rows[rid], title, scale, unit, label)
             if rid == "W3":
                 ax.set_yscale("log")
         fig.suptitle("rlink benchmarks: " + subtitle, fontsize=8)
@@ -469,3 +476,26 @@ def plot_all(results, out_dir):
         plt.close(fig)
         paths.append(p)
     return paths
+
+
+def main(argv=None):
+    """python -m benchmarks.report RESULTS.json [OUT_DIR]: rewrite results.md
+    and the plots from a results.json."""
+    import sys
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        print(main.__doc__)
+        return 2
+    with open(argv[0]) as f:
+        results = json.load(f)
+    out = argv[1] if len(argv) > 1 else os.path.dirname(os.path.abspath(argv[0]))
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(markdown(results) + "\n")
+    for p in plot_all(results, out):
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
