@@ -1,0 +1,44 @@
+"""Transports under test. Each module defines one peer class with the same
+methods; benchmarks/harness.py drives them from separate processes.
+
+One-way (W1, W2, scaling):
+    receiver = peer.oneway_receiver(kind, n_senders)
+        .address, .recv_batch(timeout) -> list[dict], .close()
+    sender = peer.oneway_sender(address, kind)
+        .send(payload) -> token or None, .wait(token), .close()
+    A sender may overwrite a payload once .wait(token) has returned for the
+    token its last send of that payload returned (None: at once).
+
+Broadcast (W3):
+    pub = peer.bcast_publisher(n_subscribers)
+        .address, .wait_subscribers(timeout), .publish(version, params), .close()
+    sub = peer.bcast_subscriber(address)
+        .wait(version, timeout) -> dict (the parameters of that version), .close()
+
+Round trip (W4):
+    server = peer.rr_server()
+        .address, .serve(count, timeout) (answer count requests), .close()
+    client = peer.rr_client(address)
+        .request(dict, timeout) -> dict, .close()
+
+Peers import their library lazily (inside these methods) so that the
+harness process never loads a library it does not run.
+"""
+from __future__ import annotations
+
+import importlib
+
+PEERS = {
+    "rlink": ("rlink_peer", "RLink", {"reliable": False}),
+    "rlink-reliable": ("rlink_peer", "RLink", {"reliable": True}),
+    "pyzmq": ("zmq_peer", "PyZMQ", {}),
+    "portal": ("portal_peer", "Portal", {}),
+    "mp.connection": ("mpconn_peer", "MPConnection", {}),
+    "socket+pickle5": ("pickle5_peer", "SocketPickle5", {}),
+}
+
+
+def get_peer(name: str):
+    mod, cls, kw = PEERS[name]
+    module = importlib.import_module(f"{__name__}.{mod}")
+    return getattr(module, cls)(**kw)
