@@ -150,7 +150,7 @@ def rlink_receiver(wl: dict, reliable: bool = False):
 
 def rlink_sender(address: str, wl: dict, opts: dict):
     import rlink
-    actor = rlink.ActorNode(learner_address=address, connect_timeout=READY_TIMEOUT)
+    actor = rlink.ActorNode(learner_address=address, connect_timeout=READY_TIMEOUT, local=False)  # TCP, like pyzmq
 
     def send(payload: dict):
         actor.send_trajectory(payload, timeout=RECV_TIMEOUT)

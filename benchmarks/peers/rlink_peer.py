@@ -4,7 +4,8 @@ One-way: actor.send_trajectory(d) / learner.receive_many(256).
 Broadcast: learner.publish_parameters(d, version) / actor.wait_parameters().
 Round trip: actor.request(d) / learner.receive_request().reply(d).
 reliable=True makes the learner reliable (every session is; the actors learn
-the mode in the handshake)."""
+the mode in the handshake). Actors use local=False: TCP loopback, like every
+other peer here (rlink's default on one host is AF_UNIX)."""
 from __future__ import annotations
 
 import time
@@ -62,7 +63,7 @@ class _Receiver:
 class _Sender:
     def __init__(self, address):
         import rlink
-        self.actor = rlink.ActorNode(learner_address=address, connect_timeout=CONNECT_TIMEOUT)
+        self.actor = rlink.ActorNode(learner_address=address, connect_timeout=CONNECT_TIMEOUT, local=False)
 
     def send(self, payload):
         self.actor.send_trajectory(payload, timeout=30.0)
@@ -101,7 +102,7 @@ class _Publisher:
 class _Subscriber:
     def __init__(self, address):
         import rlink
-        self.actor = rlink.ActorNode(learner_address=address, connect_timeout=CONNECT_TIMEOUT)
+        self.actor = rlink.ActorNode(learner_address=address, connect_timeout=CONNECT_TIMEOUT, local=False)
 
     def wait(self, version, timeout):
         deadline = time.monotonic() + timeout
@@ -140,7 +141,7 @@ class _Server:
 class _Client:
     def __init__(self, address):
         import rlink
-        self.actor = rlink.ActorNode(learner_address=address, connect_timeout=CONNECT_TIMEOUT)
+        self.actor = rlink.ActorNode(learner_address=address, connect_timeout=CONNECT_TIMEOUT, local=False)
 
     def request(self, d, timeout):
         return self.actor.request(d, timeout=timeout)
