@@ -102,11 +102,13 @@ def test_torch_tensor_requiring_grad_says_what_to_do():
     assert np.array_equal(_roundtrip({"w": t.detach()})["w"], np.ones(3, dtype=np.float32))
 
 
-def test_import_rlink_does_not_import_torch():
+def test_import_rlink_does_not_import_torch(tmp_path):
     import subprocess
     import sys
     code = "import sys, rlink; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    # cwd: not the repository root, whose rlink/ is the uncompiled source
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
 

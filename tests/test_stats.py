@@ -134,7 +134,7 @@ def test_every_rejection_is_an_event(learner):
 def test_explicit_params_version_overrides_the_default(learner, actor):
     learner.publish_parameters({"w": np.zeros(1)})
     learner.publish_parameters({"w": np.ones(1)})
-    assert actor.wait_parameters(timeout=T).version == 2
+    assert actor.wait_parameters(newer_than=1, timeout=T).version == 2
     actor.send_trajectory({"i": 0}, timeout=T, params_version=1)   # generated with version 1
     actor.send_trajectory({"i": 1}, timeout=T)
     assert [m.params_version for m in (learner.receive_message(timeout=T),
