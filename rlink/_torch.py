@@ -2,6 +2,7 @@
 when this is called: ``import rlink`` never imports it."""
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,8 @@ def as_torch(value: Any) -> Any:
     dicts, lists and tuples are rebuilt around them, everything else is
     returned as it is. Received arrays are writable and 64-byte aligned, so
     the tensors are too."""
-    import torch  # deferred: an optional dependency
+    # deferred, and untyped here: torch is an optional dependency
+    torch = importlib.import_module("torch")
 
     def convert(v: Any) -> Any:
         if isinstance(v, np.ndarray):
