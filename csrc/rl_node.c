@@ -594,16 +594,9 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
     if (!b) return RL_ENOMEM;
     size_t off = RL_HEADER_SIZE;
     uint32_t bcrc = 0;
-    for (int i = 0; i < iovcnt; i++) {
-        /* copy and checksum in cache-sized steps: one pass over memory */
-        const uint8_t *src = iov[i].base;
-        for (size_t done = 0; done < iov[i].len;) {
-            size_t step = iov[i].len - done < 65536 ? iov[i].len - done : 65536;
-            memcpy(b->data + off, src + done, step);
-            bcrc = rl_crc32c(bcrc, b->data + off, step);
-            off += step;
-            done += step;
-        }
+    for (int i = 0; i < iovcnt; i++) {   /* one pass over the caller's memory */
+        bcrc = rl_crc32c_copy(bcrc, b->data + off, iov[i].base, iov[i].len);
+        off += iov[i].len;
     }
     b->len = off;
     h.flags |= RL_FLAG_CHECKSUM;
