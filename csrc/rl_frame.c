@@ -1,5 +1,6 @@
 /* rl_frame.c -- wire format codec. See rl_frame.h and PROTOCOL.md. */
 #include "rl_frame.h"
+#include "rl_os.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -104,11 +105,11 @@ static void crc_init(void) {
     for (uint32_t i = 0; i < 256; i++)
         for (int t = 1; t < 8; t++)
             crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xFF];
-    __atomic_store_n(&crc_ready, 1, __ATOMIC_RELEASE);
+    rl_atomic_store(&crc_ready, 1, RL_RELEASE);
 }
 
 static uint32_t crc_sw(uint32_t c, const uint8_t *p, size_t n) {
-    if (!__atomic_load_n(&crc_ready, __ATOMIC_ACQUIRE)) crc_init();  /* idempotent */
+    if (!rl_atomic_load(&crc_ready, RL_ACQUIRE)) crc_init();  /* idempotent */
     while (n >= 8) {
         uint64_t v;
         memcpy(&v, p, 8);
@@ -207,10 +208,10 @@ __attribute__((target("sse4.2"))) static const uint8_t *crc_hw_3way(uint64_t *c0
 }
 
 __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const uint8_t *p, size_t n) {
-    if (!__atomic_load_n(&crc_hw_ready, __ATOMIC_ACQUIRE)) {
+    if (!rl_atomic_load(&crc_hw_ready, RL_ACQUIRE)) {
         crc_zeros(crc_long, CRC_LONG);     /* idempotent: racing threads write the same */
         crc_zeros(crc_short, CRC_SHORT);
-        __atomic_store_n(&crc_hw_ready, 1, __ATOMIC_RELEASE);
+        rl_atomic_store(&crc_hw_ready, 1, RL_RELEASE);
     }
     uint64_t c0 = c, v0;
     while (n && ((uintptr_t)p & 7)) { c0 = __builtin_ia32_crc32qi((uint32_t)c0, *p++); n--; }
@@ -229,11 +230,11 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const uint8
 
 static int have_sse42(void) {
     static int v = -1;
-    int x = __atomic_load_n(&v, __ATOMIC_RELAXED);
+    int x = rl_atomic_load(&v, RL_RELAXED);
     if (x < 0) {
         __builtin_cpu_init();
         x = __builtin_cpu_supports("sse4.2") ? 1 : 0;
-        __atomic_store_n(&v, x, __ATOMIC_RELAXED);
+        rl_atomic_store(&v, x, RL_RELAXED);
     }
     return x;
 }
