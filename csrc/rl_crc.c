@@ -1,5 +1,6 @@
 /* rl_crc.c -- CRC32C. See rl_crc.h. */
 #include "rl_crc.h"
+#include "rl_os.h"
 
 #include <string.h>
 
@@ -22,12 +23,12 @@ static void crc_table_init(void) {
     for (uint32_t i = 0; i < 256; i++)
         for (int t = 1; t < 8; t++)
             crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xFF];
-    __atomic_store_n(&crc_table_ready, 1, __ATOMIC_RELEASE);
+    rl_atomic_store(&crc_table_ready, 1, RL_RELEASE);
 }
 
 /* The raw register update (no pre/post inversion), as every path below. */
 static uint32_t crc_sw(uint32_t c, const uint8_t *p, size_t n) {
-    if (!__atomic_load_n(&crc_table_ready, __ATOMIC_ACQUIRE)) crc_table_init();  /* idempotent */
+    if (!rl_atomic_load(&crc_table_ready, RL_ACQUIRE)) crc_table_init();  /* idempotent */
     while (n >= 8) {
         uint64_t v;
         memcpy(&v, p, 8);
@@ -292,7 +293,7 @@ TARGET_AVX512 static uint32_t crc_avx512_copy(uint32_t c, uint8_t *dst, const ui
  * on the CPUs we have, so it is not a level of its own.) */
 static int cpu_level(void) {
     static int level;
-    int v = __atomic_load_n(&level, __ATOMIC_ACQUIRE);
+    int v = rl_atomic_load(&level, RL_ACQUIRE);
     if (!v) {
         __builtin_cpu_init();
         crc_zeros(crc_long, CRC_LONG);     /* idempotent: racing threads write the same */
@@ -303,7 +304,7 @@ static int cpu_level(void) {
         if (v == 2 && __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("avx512f") &&
             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("vpclmulqdq"))
             v = 3;
-        __atomic_store_n(&level, v, __ATOMIC_RELEASE);
+        rl_atomic_store(&level, v, RL_RELEASE);
     }
     return v;
 }

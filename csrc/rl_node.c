@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include "rl_node.h"
+#include "rl_os.h"
 #include "rl_auth.h"
 #include "rl_poll.h"
 #include "rl_ring.h"
@@ -19,7 +20,6 @@
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,8 +74,8 @@ typedef struct rl_conn {
     uint64_t big_have;
     uint32_t big_crc;          /* CRC32C of the big frame's body read so far */
     /* send side: under send_mu */
-    pthread_mutex_t send_mu;
-    pthread_cond_t send_cv;
+    rl_mutex send_mu;
+    rl_cond send_cv;
     rl_ring ring;
     rl_buf *pending_params;
     int want_out;
@@ -138,12 +138,12 @@ struct rl_node {
     long long accept_paused_until;   /* I/O thread: out of fds, retry accepting then */
     rl_waker waker;
     rl_poller *poller;
-    pthread_t thread;
+    rl_thread thread;
     int started, joined;
 
-    pthread_mutex_t close_mu;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
+    rl_mutex close_mu;
+    rl_mutex mu;
+    rl_cond cv;
 
     rl_conn **conns;
     int nconns, capconns;
@@ -175,7 +175,7 @@ struct rl_node {
     uint64_t conn_gen;         /* actor: bumped on every loss */
 
     /* actor, reliable mode (under mu unless noted) */
-    pthread_mutex_t rel_mu;    /* orders sequence numbers with the ring */
+    rl_mutex rel_mu;    /* orders sequence numbers with the ring */
     int reliable;              /* the session is reliable */
     int failed;                /* the application's policy gave up reconnecting */
     uint64_t learner_id;       /* incarnation of the learner last connected */
@@ -197,54 +197,14 @@ struct rl_node {
         st_reconnects, st_rejected;
 };
 
-#define STAT_ADD(n, field, v) __atomic_add_fetch(&(n)->field, (uint64_t)(v), __ATOMIC_RELAXED)
+#define STAT_ADD(n, field, v) rl_atomic_add(&(n)->field, (uint64_t)(v), RL_RELAXED)
 #define CONN_COUNT(c, msgs, bytes, nbytes) do { \
-        __atomic_add_fetch(&(c)->msgs, 1, __ATOMIC_RELAXED); \
-        __atomic_add_fetch(&(c)->bytes, (uint64_t)(nbytes), __ATOMIC_RELAXED); } while (0)
+        rl_atomic_add(&(c)->msgs, 1, RL_RELAXED); \
+        rl_atomic_add(&(c)->bytes, (uint64_t)(nbytes), RL_RELAXED); } while (0)
 
 /* ======================================================================== */
 /* small helpers                                                            */
 /* ======================================================================== */
-static void cond_init_mono(pthread_cond_t *cv) {
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-#if defined(__linux__)
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-#endif
-    pthread_cond_init(cv, &a);
-    pthread_condattr_destroy(&a);
-}
-
-static void deadline_ts(struct timespec *ts, long long deadline_ms) {
-    long long now = rl_now_ms();
-    struct timespec n;
-#if defined(__linux__)
-    clock_gettime(CLOCK_MONOTONIC, &n);
-#else
-    clock_gettime(CLOCK_REALTIME, &n);
-#endif
-    long long left = deadline_ms - now;
-    if (left < 0) left = 0;
-    ts->tv_sec = n.tv_sec + (time_t)(left / 1000);
-    ts->tv_nsec = n.tv_nsec + (long)(left % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) { ts->tv_sec++; ts->tv_nsec -= 1000000000L; }
-}
-
-/* Wait on cv until woken or deadline (-1 = forever). Returns 0 or ETIMEDOUT. */
-static int timed_wait(pthread_cond_t *cv, pthread_mutex_t *mu, long long deadline) {
-    if (deadline < 0) return pthread_cond_wait(cv, mu);
-    if (rl_now_ms() >= deadline) return ETIMEDOUT;
-    struct timespec ts;
-    deadline_ts(&ts, deadline);
-    return pthread_cond_timedwait(cv, mu, &ts);
-}
-
-static long long now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 static long long to_deadline(int timeout_ms) {
     return timeout_ms < 0 ? -1 : rl_now_ms() + timeout_ms;
 }
@@ -315,7 +275,7 @@ static void push_event(rl_node *n, int type, uint64_t peer, int code, const char
     e->code = code;
     snprintf(e->reason, sizeof e->reason, "%s", reason ? reason : "");
     n->ev_count++;
-    __atomic_store_n(&n->ev_pending, n->ev_count, __ATOMIC_RELEASE);
+    rl_atomic_store(&n->ev_pending, n->ev_count, RL_RELEASE);
 }
 
 /* ---- queues (under node->mu) ---- */
@@ -367,26 +327,26 @@ static rl_conn *conn_new(int fd, int state) {
     c->state = state;
     c->hs_need = RL_HELLO_SIZE;
     c->opened_ms = rl_now_ms();
-    pthread_mutex_init(&c->send_mu, NULL);
-    cond_init_mono(&c->send_cv);
+    rl_mutex_init(&c->send_mu);
+    rl_cond_init(&c->send_cv);
     rl_ring_init(&c->ring);
     return c;
 }
 
 static rl_conn *conn_ref(rl_conn *c) {
-    __atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
+    rl_atomic_add(&c->refs, 1, RL_RELAXED);
     return c;
 }
 
 static void conn_unref(rl_conn *c) {
-    if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
+    if (rl_atomic_sub(&c->refs, 1, RL_ACQ_REL) != 0) return;
     rl_ring_free(&c->ring);
     rl_buf_unref(c->pending_params);
     rl_msg_free(c->big);
     free(c->ends);
     free(c->rx);
-    pthread_mutex_destroy(&c->send_mu);
-    pthread_cond_destroy(&c->send_cv);
+    rl_mutex_destroy(&c->send_mu);
+    rl_cond_destroy(&c->send_cv);
     free(c);
 }
 
@@ -465,15 +425,15 @@ static rl_conn *table_find(rl_node *n, uint64_t peer_id, int any) {
  * owns the table reference may call this once (the I/O thread, or close). */
 static void conn_shut(rl_node *n, rl_conn *c) {
     if (n->poller && c->fd >= 0) rl_poller_del(n->poller, c->fd);
-    pthread_mutex_lock(&c->send_mu);
-    __atomic_store_n(&c->closed, 1, __ATOMIC_RELEASE);
+    rl_mutex_lock(&c->send_mu);
+    rl_atomic_store(&c->closed, 1, RL_RELEASE);
     if (c->direct_writer && c->fd >= 0) {
         /* Wake the sender out of poll/writev, and let it leave the fd
          * before closing it (a closed fd number can be reused at once). */
         shutdown(c->fd, SHUT_RDWR);
-        while (c->direct_writer) pthread_cond_wait(&c->send_cv, &c->send_mu);
+        while (c->direct_writer) rl_cond_wait(&c->send_cv, &c->send_mu);
     }
-    if (c->fd >= 0) close(c->fd);
+    if (c->fd >= 0) rl_closesocket(c->fd);
     c->fd = -1;
     if (!c->reliable || n->cfg.role == RL_ROLE_LEARNER) STAT_ADD(n, st_dropped, c->ends_n);
     c->ends_n = 0;
@@ -481,15 +441,15 @@ static void conn_shut(rl_node *n, rl_conn *c) {
     rl_buf_unref(c->pending_params);
     c->pending_params = NULL;
     c->want_out = 0;
-    pthread_cond_broadcast(&c->send_cv);
-    pthread_mutex_unlock(&c->send_mu);
+    rl_cond_broadcast(&c->send_cv);
+    rl_mutex_unlock(&c->send_mu);
 }
 
 /* I/O thread: drop a connection, report why, release the table's reference. */
 static void conn_drop(rl_node *n, rl_conn *c, int ev_type, int code, const char *reason) {
     int was_open = c->state == CONN_OPEN;
     conn_shut(n, c);
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->mu);
     c->state = CONN_CLOSED;
     table_remove(n, c);
     if (c->sess) {
@@ -505,8 +465,8 @@ static void conn_drop(rl_node *n, rl_conn *c, int ev_type, int code, const char 
         n->conn_gen++;
         snprintf(n->lost_reason, sizeof n->lost_reason, "%s", reason);
     }
-    pthread_cond_broadcast(&n->cv);
-    pthread_mutex_unlock(&n->mu);
+    rl_cond_broadcast(&n->cv);
+    rl_mutex_unlock(&n->mu);
     conn_unref(c);
 }
 
@@ -526,7 +486,7 @@ static int ring_flush_locked(rl_conn *c) {
                 CONN_COUNT(c, msgs_out, frame_bytes_out, b->len);
                 rl_header ph;
                 if (rl_header_decode(b->data, UINT64_MAX, &ph) == RL_OK)
-                    __atomic_store_n(&c->params_version, ph.ref, __ATOMIC_RELAXED);
+                    rl_atomic_store(&c->params_version, ph.ref, RL_RELAXED);
                 c->pending_params = NULL;
                 rl_buf_unref(b);
             }
@@ -537,11 +497,11 @@ static int ring_flush_locked(rl_conn *c) {
         if (w == RL_EAGAIN) break;
         if (w < 0) return RL_ECONNLOST;
         ring_take(c, (size_t)w);
-        c->last_write_ns = now_ns();
+        c->last_write_ns = rl_mono_ns();
         c->last_tx_ms = rl_now_ms();
     }
     c->want_out = c->ring.bytes > 0 || c->pending_params != NULL;
-    pthread_cond_broadcast(&c->send_cv);
+    rl_cond_broadcast(&c->send_cv);
     return 0;
 }
 
@@ -579,14 +539,14 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
     int rc = RL_OK;
     /* Back-pressure on the un-acked window (not under rel_mu: the reconnect
      * that would free it needs rel_mu). */
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->mu);
     while (!n->closing && !n->failed && n->ret_n > 0 &&
            n->ret_bytes + total > n->cfg.retain_max_bytes) {
-        if (timed_wait(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
+        if (rl_cond_wait_until(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
     }
     if (!rc && n->closing) rc = RL_ECLOSED;
     if (!rc && n->failed) rc = RL_ECONNLOST;
-    pthread_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->mu);
     if (rc) return rc;
 
     /* Copy and checksum the body outside every lock. */
@@ -602,8 +562,8 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
     h.flags |= RL_FLAG_CHECKSUM;
     h.crc = 0;
 
-    pthread_mutex_lock(&n->rel_mu);   /* sequence order == ring order */
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->rel_mu);   /* sequence order == ring order */
+    rl_mutex_lock(&n->mu);
     h.seq = ++n->next_seq;
     h.crc = bcrc;
     rl_header_encode(&h, b->data);
@@ -612,8 +572,8 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
         retained_frame *v = malloc(cap * sizeof *v);
         if (!v) {
             n->next_seq--;
-            pthread_mutex_unlock(&n->mu);
-            pthread_mutex_unlock(&n->rel_mu);
+            rl_mutex_unlock(&n->mu);
+            rl_mutex_unlock(&n->rel_mu);
             rl_buf_unref(b);
             return RL_ENOMEM;
         }
@@ -629,11 +589,11 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
     n->ret_bytes += b->len;
     rl_conn *c = table_find(n, 0, 1);
     if (c) { conn_ref(c); rf->queued = 1; }
-    pthread_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->mu);
     STAT_ADD(n, st_sent, 1);
 
     if (c) {
-        pthread_mutex_lock(&c->send_mu);
+        rl_mutex_lock(&c->send_mu);
         if (!c->closed) {
             int had_out = c->want_out;
             /* small frames are copied so a burst coalesces into few iovecs */
@@ -644,7 +604,7 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
                 CONN_COUNT(c, msgs_out, frame_bytes_out, b->len);
                 c->last_seq = h.seq;
                 /* write now from this thread unless a batch is building up */
-                long long t = now_ns();
+                long long t = rl_mono_ns();
                 if (!(total <= BATCH_MAX_FRAME && t - c->last_write_ns < BATCH_GAP_NS) ||
                     c->ring.bytes >= BATCH_FLUSH_AT) {
                     if (ring_flush_locked(c)) c->want_out = 1;  /* the I/O thread sees the error */
@@ -655,10 +615,10 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
                 }
             }
         }
-        pthread_mutex_unlock(&c->send_mu);
+        rl_mutex_unlock(&c->send_mu);
         conn_unref(c);
     }
-    pthread_mutex_unlock(&n->rel_mu);
+    rl_mutex_unlock(&n->rel_mu);
     return RL_OK;
 }
 
@@ -676,37 +636,37 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
     h.flags = 0;
 
     long long deadline = to_deadline(timeout_ms);
-    pthread_mutex_lock(&n->mu);
-    if (n->closing) { pthread_mutex_unlock(&n->mu); return RL_ECLOSED; }
+    rl_mutex_lock(&n->mu);
+    if (n->closing) { rl_mutex_unlock(&n->mu); return RL_ECLOSED; }
     if (n->cfg.role == RL_ROLE_ACTOR && n->reliable && h.kind == RL_KIND_TRAJ) {
-        pthread_mutex_unlock(&n->mu);
+        rl_mutex_unlock(&n->mu);
         return send_reliable(n, h, iov, iovcnt, total, deadline);
     }
     rl_conn *c = table_find(n, peer_id, n->cfg.role == RL_ROLE_ACTOR);
     if (!c) {
         int rc = n->cfg.role == RL_ROLE_ACTOR ? RL_ECONNLOST : RL_ENOCONN;
-        pthread_mutex_unlock(&n->mu);
+        rl_mutex_unlock(&n->mu);
         return rc;
     }
     conn_ref(c);
-    pthread_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->mu);
     seal_header(&h, hdr, c->reliable, iov, iovcnt);
     STAT_ADD(n, st_sent, 1);
 
     int rc = RL_OK;
-    pthread_mutex_lock(&c->send_mu);
+    rl_mutex_lock(&c->send_mu);
     /* Back-pressure: wait for room, but always admit a frame into an empty
      * ring, so a message larger than the bound still goes out. Also wait
      * while another sender writes a large frame directly. */
-    while (!c->closed && !__atomic_load_n(&n->closing, __ATOMIC_ACQUIRE) &&
+    while (!c->closed && !rl_atomic_load(&n->closing, RL_ACQUIRE) &&
            (c->direct_writer ||
             (c->ring.bytes > 0 && c->ring.bytes + total > n->cfg.sendq_max_bytes))) {
-        if (timed_wait(&c->send_cv, &c->send_mu, deadline) == ETIMEDOUT) {
+        if (rl_cond_wait_until(&c->send_cv, &c->send_mu, deadline) == ETIMEDOUT) {
             rc = RL_ETIMEDOUT;
             goto out;
         }
     }
-    if (__atomic_load_n(&n->closing, __ATOMIC_ACQUIRE)) { rc = RL_ECLOSED; goto out; }
+    if (rl_atomic_load(&n->closing, RL_ACQUIRE)) { rc = RL_ECLOSED; goto out; }
     if (c->closed) { rc = RL_ECONNLOST; goto out; }
     int had_out = c->want_out;   /* set => the I/O thread already watches for POLLOUT */
 
@@ -715,7 +675,7 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
     size_t lens[MAX_IOV];
     int k = 0, next = 0;
     bases[k] = hdr; lens[k] = RL_HEADER_SIZE; k++;
-    long long t = now_ns();
+    long long t = rl_mono_ns();
     int batch = h.kind == RL_KIND_TRAJ && total <= BATCH_MAX_FRAME &&
                 t - c->last_write_ns < BATCH_GAP_NS;
     if (c->ring.bytes == 0 && !batch) {
@@ -734,11 +694,11 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
                 if (total < DIRECT_BLOCK_MIN || left <= 0) break;
                 if (!unlocked) {
                     c->direct_writer = 1;
-                    pthread_mutex_unlock(&c->send_mu);
+                    rl_mutex_unlock(&c->send_mu);
                     unlocked = 1;
                 }
                 rl_sock_wait(fd, RL_POLLOUT, (int)(left < 100 ? left : 100));
-                if (__atomic_load_n(&c->closed, __ATOMIC_ACQUIRE)) { rc = RL_ECONNLOST; break; }
+                if (rl_atomic_load(&c->closed, RL_ACQUIRE)) { rc = RL_ECONNLOST; break; }
                 continue;
             }
             if (w < 0) { rc = RL_ECONNLOST; break; }
@@ -753,14 +713,14 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
             if (k == 0 && next == iovcnt) { done = 1; break; }
         }
         if (unlocked) {
-            pthread_mutex_lock(&c->send_mu);
+            rl_mutex_lock(&c->send_mu);
             c->direct_writer = 0;
-            c->last_write_ns = now_ns();
-            pthread_cond_broadcast(&c->send_cv);
+            c->last_write_ns = rl_mono_ns();
+            rl_cond_broadcast(&c->send_cv);
             if (c->closed && !done) rc = RL_ECONNLOST;
         }
         /* a close() of the node, not a failure of the peer */
-        if (rc == RL_ECONNLOST && __atomic_load_n(&n->closing, __ATOMIC_ACQUIRE)) rc = RL_ECLOSED;
+        if (rc == RL_ECONNLOST && rl_atomic_load(&n->closing, RL_ACQUIRE)) rc = RL_ECLOSED;
         if (rc != RL_OK || done) goto out;
     }
     /* Copy what the socket did not take into the ring. */
@@ -780,7 +740,7 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
     }
 out:
     if (rc == RL_OK) CONN_COUNT(c, msgs_out, frame_bytes_out, total);
-    pthread_mutex_unlock(&c->send_mu);
+    rl_mutex_unlock(&c->send_mu);
     conn_unref(c);
     return rc;
 }
@@ -808,23 +768,23 @@ int rl_node_publish(rl_node *n, const rl_header *hin, const rl_iov *iov, int iov
     reseal_frame(b->data, b->len);
     STAT_ADD(n, st_sent, 1);
 
-    pthread_mutex_lock(&n->mu);
-    if (n->closing) { pthread_mutex_unlock(&n->mu); rl_buf_unref(b); return RL_ECLOSED; }
+    rl_mutex_lock(&n->mu);
+    if (n->closing) { rl_mutex_unlock(&n->mu); rl_buf_unref(b); return RL_ECLOSED; }
     rl_buf_unref(n->params);
     n->params = b;   /* the node's reference */
     int wake = 0;
     for (int i = 0; i < n->nconns; i++) {
         rl_conn *c = n->conns[i];
         if (c->state != CONN_OPEN) continue;
-        pthread_mutex_lock(&c->send_mu);
+        rl_mutex_lock(&c->send_mu);
         if (!c->closed) {
             rl_buf_unref(c->pending_params);   /* a version it never started: skip it */
             c->pending_params = rl_buf_ref(b);
             if (!c->want_out) { c->want_out = 1; wake = 1; }
         }
-        pthread_mutex_unlock(&c->send_mu);
+        rl_mutex_unlock(&c->send_mu);
     }
-    pthread_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->mu);
     if (wake) rl_waker_wake(&n->waker);
     return RL_OK;
 }
@@ -835,7 +795,7 @@ int rl_node_publish(rl_node *n, const rl_header *hin, const rl_iov *iov, int iov
  * RL_E* after which the connection must be dropped (*why set). */
 /* Actor: the learner's application has taken everything up to ack. */
 static void take_ack(rl_node *n, uint64_t ack) {
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->mu);
     if (ack > n->acked) {
         n->acked = ack;
         while (n->ret_n && n->ret[n->ret_head].seq <= ack) {
@@ -845,9 +805,9 @@ static void take_ack(rl_node *n, uint64_t ack) {
             n->ret_head = (n->ret_head + 1) % n->ret_cap;
             n->ret_n--;
         }
-        pthread_cond_broadcast(&n->cv);
+        rl_cond_broadcast(&n->cv);
     }
-    pthread_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->mu);
 }
 
 static int deliver(rl_node *n, rl_conn *c, rl_msg *m, const char **why) {
@@ -930,7 +890,7 @@ static int deliver(rl_node *n, rl_conn *c, rl_msg *m, const char **why) {
     if (sess) {
         sess->delivered = m->hdr.seq;
         m->session = sess;
-        __atomic_add_fetch(&sess->queued, 1, __ATOMIC_RELAXED);
+        rl_atomic_add(&sess->queued, 1, RL_RELAXED);
         if (m->hdr.flags & RL_FLAG_REDELIVERED) STAT_ADD(n, st_redelivered, 1);
     }
     STAT_ADD(n, st_received, 1);
@@ -946,12 +906,12 @@ static int deliver(rl_node *n, rl_conn *c, rl_msg *m, const char **why) {
         n->npend++;
         return 0;
     }
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->mu);
     if (qi == RL_Q_REPLY) {
         for (int i = 0; i < n->ncancelled; i++) {
             if (n->cancelled[i] == m->hdr.ref) {
                 n->cancelled[i] = n->cancelled[--n->ncancelled];
-                pthread_mutex_unlock(&n->mu);
+                rl_mutex_unlock(&n->mu);
                 rl_msg_free(m);
                 return 0;
             }
@@ -969,8 +929,8 @@ static int deliver(rl_node *n, rl_conn *c, rl_msg *m, const char **why) {
     } else {
         q_push(n, qi, m);
     }
-    pthread_cond_broadcast(&n->cv);
-    pthread_mutex_unlock(&n->mu);
+    rl_cond_broadcast(&n->cv);
+    rl_mutex_unlock(&n->mu);
     return 0;
 }
 
@@ -978,7 +938,7 @@ static int deliver(rl_node *n, rl_conn *c, rl_msg *m, const char **why) {
  * waking receivers once. */
 static void flush_pending(rl_node *n) {
     if (!n->npend) return;
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->mu);
     for (int qi = 0; qi < RL_NQUEUES; qi++) {
         msgq *p = &n->pend[qi], *q = &n->q[qi];
         if (!p->head) continue;
@@ -991,8 +951,8 @@ static void flush_pending(rl_node *n) {
         memset(p, 0, sizeof *p);
     }
     n->npend = 0;
-    pthread_cond_broadcast(&n->cv);
-    pthread_mutex_unlock(&n->mu);
+    rl_cond_broadcast(&n->cv);
+    rl_mutex_unlock(&n->mu);
 }
 
 /* Learner: find or create an actor's session (under node->mu). A new one
@@ -1006,7 +966,7 @@ static rl_session *session_get(rl_node *n, uint64_t id, uint64_t resume) {
         int victim = -1;
         for (int i = 0; i < n->nsessions; i++) {
             rl_session *s = n->sessions[i];
-            if (s->attached || __atomic_load_n(&s->queued, __ATOMIC_RELAXED)) continue;
+            if (s->attached || rl_atomic_load(&s->queued, RL_RELAXED)) continue;
             if (victim < 0 || s->detached_ms < n->sessions[victim]->detached_ms) victim = i;
         }
         if (victim < 0) return NULL;
@@ -1057,10 +1017,10 @@ static void auth_proof(const rl_node *n, const char *label, const uint8_t actor_
 
 /* Queue bytes on a handshaking connection and write them (send_mu taken). */
 static int conn_send_now(rl_conn *c, const void *p, size_t len) {
-    pthread_mutex_lock(&c->send_mu);
+    rl_mutex_lock(&c->send_mu);
     int rc = ring_put_copy(c, p, len);
     if (!rc) rc = ring_flush_locked(c);
-    pthread_mutex_unlock(&c->send_mu);
+    rl_mutex_unlock(&c->send_mu);
     return rc;
 }
 
@@ -1072,21 +1032,21 @@ static int open_conn(rl_node *n, rl_conn *c, const rl_hello *peer, const char **
     learner_hello(n, &mine);
 
     /* The same actor reconnecting replaces its old (possibly half-open) link. */
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->mu);
     rl_conn *old = table_find(n, peer->node_id, 0);
     if (old) conn_ref(old);
-    pthread_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->mu);
     if (old) {
         if (old != c) conn_drop(n, old, RL_EV_LEFT, RL_ECONNLOST, "replaced by a new connection from the same actor");
         conn_unref(old);
     }
 
     int reliable = n->cfg.reliable || (peer->flags & RL_HELLO_RELIABLE);
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->mu);
     if (reliable) {
         rl_session *sess = session_get(n, peer->node_id, peer->resume_seq);
         if (!sess) {
-            pthread_mutex_unlock(&n->mu);
+            rl_mutex_unlock(&n->mu);
             *why = "too many reliable sessions with messages still queued";
             return RL_ELIMIT;
         }
@@ -1103,16 +1063,16 @@ static int open_conn(rl_node *n, rl_conn *c, const rl_hello *peer, const char **
     rl_hello_encode(&mine, out);
     c->peer_id = peer->node_id;
     c->state = CONN_OPEN;
-    __atomic_store_n(&c->last_rx_ms, rl_now_ms(), __ATOMIC_RELAXED);
+    rl_atomic_store(&c->last_rx_ms, rl_now_ms(), RL_RELAXED);
     push_event(n, RL_EV_JOINED, c->peer_id, 0, "");
     rl_buf *params = n->params ? rl_buf_ref(n->params) : NULL;
-    pthread_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->mu);
 
-    pthread_mutex_lock(&c->send_mu);
+    rl_mutex_lock(&c->send_mu);
     int rc = ring_put_copy(c, out, sizeof out);
     c->pending_params = params;
     if (!rc) rc = ring_flush_locked(c);
-    pthread_mutex_unlock(&c->send_mu);
+    rl_mutex_unlock(&c->send_mu);
     if (rc) { *why = "connection lost during the handshake"; return RL_ECONNLOST; }
     return 0;
 }
@@ -1191,7 +1151,7 @@ static int handshake_step(rl_node *n, rl_conn *c, const char **why, char *buf, s
  * RL_E* after which the connection must be dropped (*why set). */
 static int conn_read(rl_node *n, rl_conn *c, const char **why, char *buf, size_t bufsz) {
     size_t budget = READ_BUDGET;
-    __atomic_store_n(&c->last_rx_ms, rl_now_ms(), __ATOMIC_RELAXED);   /* POLLIN: bytes (or the end) arrived */
+    rl_atomic_store(&c->last_rx_ms, rl_now_ms(), RL_RELAXED);   /* POLLIN: bytes (or the end) arrived */
     while (budget > 0) {
         if (c->state == CONN_HANDSHAKE) {
             ssize_t r = rl_sock_read(c->fd, c->hs + c->hs_have, c->hs_need - c->hs_have);
@@ -1307,10 +1267,10 @@ static void queue_control(rl_node *n, rl_conn *c, unsigned kind, uint64_t ack) {
 #define ACCEPT_PAUSE_MS 100
 
 static void reject_event(rl_node *n, int code, const char *reason) {
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->mu);
     STAT_ADD(n, st_rejected, 1);
     push_event(n, RL_EV_REJECTED, 0, code, reason);
-    pthread_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->mu);
 }
 
 static void listen_interest(rl_node *n, unsigned events) {
@@ -1335,11 +1295,11 @@ static void accept_all(rl_node *n, int lfd) {
                                          : "cannot accept a connection (accept failed)");
             return;
         }
-        pthread_mutex_lock(&n->mu);
+        rl_mutex_lock(&n->mu);
         int full = n->cfg.max_connections > 0 && n->nconns >= n->cfg.max_connections;
-        pthread_mutex_unlock(&n->mu);
+        rl_mutex_unlock(&n->mu);
         if (full) {
-            close(fd);
+            rl_closesocket(fd);
             char why[160];
             snprintf(why, sizeof why, "refused a connection: %d already open (max_connections)",
                      n->cfg.max_connections);
@@ -1348,11 +1308,11 @@ static void accept_all(rl_node *n, int lfd) {
         }
         rl_conn *c = conn_new(fd, CONN_HANDSHAKE);
         if (c) c->local = local;
-        if (!c) { close(fd); return; }
+        if (!c) { rl_closesocket(fd); return; }
         c->deadline_ms = rl_now_ms() + n->cfg.handshake_timeout_ms;
-        pthread_mutex_lock(&n->mu);
+        rl_mutex_lock(&n->mu);
         int rc = table_add(n, c);
-        pthread_mutex_unlock(&n->mu);
+        rl_mutex_unlock(&n->mu);
         if (rc) { conn_shut(n, c); conn_unref(c); return; }
         c->interest = RL_POLLIN;
         rl_poller_set(n->poller, fd, RL_POLLIN, c);
@@ -1368,19 +1328,19 @@ static void shutdown_all(rl_node *n) {
     memset(&h, 0, sizeof h);
     h.kind = RL_KIND_BYE;
 
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->mu);
     int nc = n->nconns;
     rl_conn **cs = n->conns;
     n->conns = NULL;
     n->nconns = n->capconns = 0;
     for (int i = 0; i < nc; i++) cs[i]->state = CONN_CLOSED;
-    pthread_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->mu);
 
     struct pollfd *pf = nc > 0 ? calloc((size_t)(unsigned)nc, sizeof *pf) : NULL;
     for (int i = 0; i < nc; i++) {
         rl_conn *c = cs[i];
         if (pf) pf[i].fd = -1;
-        pthread_mutex_lock(&c->send_mu);
+        rl_mutex_lock(&c->send_mu);
         if (!c->closed && c->fd >= 0) {
             if (c->ring.bytes == 0 && !c->direct_writer) {
                 uint8_t sealed[RL_HEADER_SIZE];
@@ -1393,7 +1353,7 @@ static void shutdown_all(rl_node *n) {
             shutdown(c->fd, SHUT_WR);
             if (pf) { pf[i].fd = c->fd; pf[i].events = POLLIN; }
         }
-        pthread_mutex_unlock(&c->send_mu);
+        rl_mutex_unlock(&c->send_mu);
     }
     long long left = n->flush_deadline - rl_now_ms();
     long long deadline = rl_now_ms() + (left > 100 ? (left < 2000 ? left : 2000) : 100);
@@ -1420,7 +1380,7 @@ static void shutdown_all(rl_node *n) {
     free(cs);
 }
 
-static void *io_main(void *arg) {
+static RL_THREAD_RESULT RL_THREAD_CALL io_main(void *arg) {
     rl_node *n = arg;
     rl_poll_event evs[128];
     char why_buf[160];
@@ -1429,19 +1389,19 @@ static void *io_main(void *arg) {
     int snap_cap = 0, ack_cap = 0;
     for (;;) {
         long long now = rl_now_ms();
-        int closing = __atomic_load_n(&n->closing, __ATOMIC_ACQUIRE);
+        int closing = rl_atomic_load(&n->closing, RL_ACQUIRE);
         if (closing && n->nlfds) {
             /* Stop listening first: a peer that connected now would sit in
              * the backlog, unanswered, until the close completes. */
             for (int i = 0; i < n->nlfds; i++) {
                 rl_poller_del(n->poller, n->lfds[i]);
-                close(n->lfds[i]);
+                rl_closesocket(n->lfds[i]);
             }
             n->nlfds = 0;
             if (n->ipc_path[0]) unlink(n->ipc_path);
             n->ipc_path[0] = 0;
         }
-        pthread_mutex_lock(&n->mu);
+        rl_mutex_lock(&n->mu);
         int room = queues_have_room(n);
         if (!room) n->reading_paused = 1;
         if (n->nconns > snap_cap) {
@@ -1471,7 +1431,7 @@ static void *io_main(void *arg) {
             }
             ns++;
         }
-        pthread_mutex_unlock(&n->mu);
+        rl_mutex_unlock(&n->mu);
 
         /* Update interest, reap handshakes that took too long, flush. */
         for (int i = 0; i < ns; i++) {
@@ -1500,9 +1460,9 @@ static void *io_main(void *arg) {
                     snap[i] = NULL;
                     continue;
                 }
-                __atomic_store_n(&c->last_rx_ms, now, __ATOMIC_RELAXED);
+                rl_atomic_store(&c->last_rx_ms, now, RL_RELAXED);
             }
-            pthread_mutex_lock(&c->send_mu);
+            rl_mutex_lock(&c->send_mu);
             if (c->state == CONN_OPEN && !c->closed) {
                 if (acks[i]) queue_control(n, c, RL_KIND_ACK, acks[i]);
                 else if (!closing && now - c->last_tx_ms >= n->cfg.heartbeat_ms &&
@@ -1512,7 +1472,7 @@ static void *io_main(void *arg) {
             int err = 0;
             if (c->want_out && !c->closed) err = ring_flush_locked(c);
             int wo = c->want_out;
-            pthread_mutex_unlock(&c->send_mu);
+            rl_mutex_unlock(&c->send_mu);
             if (err) {
                 conn_drop(n, c, RL_EV_LEFT, RL_ECONNLOST, "connection lost while sending");
                 conn_unref(c);
@@ -1561,18 +1521,18 @@ static void *io_main(void *arg) {
             }
             rl_conn *c = evs[i].ctx;
             /* still in the table? (an earlier event this turn may have dropped it) */
-            pthread_mutex_lock(&n->mu);
+            rl_mutex_lock(&n->mu);
             int alive = 0;
             for (int j = 0; j < n->nconns; j++) if (n->conns[j] == c) { alive = 1; break; }
             if (alive) conn_ref(c);
-            pthread_mutex_unlock(&n->mu);
+            rl_mutex_unlock(&n->mu);
             if (!alive) continue;
             const char *why = NULL;
             int rc = 0;
             if (evs[i].events & RL_POLLOUT) {
-                pthread_mutex_lock(&c->send_mu);
+                rl_mutex_lock(&c->send_mu);
                 if (!c->closed) rc = ring_flush_locked(c);
-                pthread_mutex_unlock(&c->send_mu);
+                rl_mutex_unlock(&c->send_mu);
                 if (rc) why = "connection lost while sending";
             }
             if (!rc && (evs[i].events & RL_POLLIN) && (c->interest & RL_POLLIN)) {
@@ -1590,7 +1550,7 @@ static void *io_main(void *arg) {
     free(snap);
     free(acks);
     shutdown_all(n);
-    return NULL;
+    return 0;
 }
 
 /* ======================================================================== */
@@ -1614,10 +1574,10 @@ int rl_node_create(const rl_config *cfg, rl_node **out) {
     n->id = cfg->node_id ? cfg->node_id : random_id();
     n->nlfds = 0;
     n->waker.rfd = n->waker.wfd = -1;
-    pthread_mutex_init(&n->close_mu, NULL);
-    pthread_mutex_init(&n->mu, NULL);
-    pthread_mutex_init(&n->rel_mu, NULL);
-    cond_init_mono(&n->cv);
+    rl_mutex_init(&n->close_mu);
+    rl_mutex_init(&n->mu);
+    rl_mutex_init(&n->rel_mu);
+    rl_cond_init(&n->cv);
     if (rl_waker_open(&n->waker) || !(n->poller = rl_poller_new())) {
         rl_waker_close(&n->waker);
         rl_poller_free(n->poller);
@@ -1743,11 +1703,11 @@ static int actor_handshake(rl_node *n, int fd, int want_reliable, uint64_t acked
 /* Actor: may a new connection be made now? */
 static int connect_allowed(rl_node *n, uint64_t *acked, int *want_reliable) {
     if (n->cfg.role != RL_ROLE_ACTOR) return RL_EINVAL;
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->mu);
     int busy = n->nconns > 0, closing = n->closing;
     *acked = n->acked;
     *want_reliable = n->cfg.reliable || n->reliable;
-    pthread_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->mu);
     if (closing) return RL_ECLOSED;
     if (busy) return RL_EINVAL;   /* already connected */
     return RL_OK;
@@ -1771,14 +1731,14 @@ int rl_node_connect(rl_node *n, const char *host, int port, int timeout_ms, rl_h
             if (fd < 0) continue;
             rc = actor_handshake(n, fd, want_reliable, acked, deadline, peer);
             if (rc == RL_OK) return attach_conn(n, fd, 1, peer);
-            close(fd);
+            rl_closesocket(fd);
             if (rc == RL_EAUTH || rc == RL_EVERSION) return rc;
         }
     }
     int fd = rl_sock_connect(host, port, (int)(deadline - rl_now_ms() > 0 ? deadline - rl_now_ms() : 0));
     if (fd < 0) return fd;
     rc = actor_handshake(n, fd, want_reliable, acked, deadline, peer);
-    if (rc) { close(fd); return rc; }
+    if (rc) { rl_closesocket(fd); return rc; }
     return attach_conn(n, fd, 0, peer);
 }
 
@@ -1790,7 +1750,7 @@ int rl_node_connect_ipc(rl_node *n, const char *path, int timeout_ms, rl_hello *
     int fd = rl_sock_connect_local(path, 0);
     if (fd < 0) return fd;
     rc = actor_handshake(n, fd, want_reliable, acked, deadline, peer);
-    if (rc) { close(fd); return rc; }
+    if (rc) { rl_closesocket(fd); return rc; }
     return attach_conn(n, fd, 1, peer);
 }
 
@@ -1799,17 +1759,17 @@ int rl_node_connect_ipc(rl_node *n, const char *path, int timeout_ms, rl_hello *
 static int attach_conn(rl_node *n, int fd, int local, const rl_hello *peer) {
     int rc;
     rl_conn *c = conn_new(fd, CONN_OPEN);
-    if (!c) { close(fd); return RL_ENOMEM; }
+    if (!c) { rl_closesocket(fd); return RL_ENOMEM; }
     c->local = local;
     c->peer_id = peer->node_id;
     c->reliable = (peer->flags & RL_HELLO_RELIABLE) != 0;
     c->last_rx_ms = c->last_tx_ms = rl_now_ms();
 
-    pthread_mutex_lock(&n->rel_mu);   /* no reliable send interleaves with the resend */
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->rel_mu);   /* no reliable send interleaves with the resend */
+    rl_mutex_lock(&n->mu);
     if (n->closing) {
-        pthread_mutex_unlock(&n->mu);
-        pthread_mutex_unlock(&n->rel_mu);
+        rl_mutex_unlock(&n->mu);
+        rl_mutex_unlock(&n->rel_mu);
         conn_shut(n, c);
         conn_unref(c);
         return RL_ECLOSED;
@@ -1848,10 +1808,10 @@ static int attach_conn(rl_node *n, int fd, int local, const rl_hello *peer) {
         n->failed = 0;
         n->lost_reason[0] = 0;
         if (!first) STAT_ADD(n, st_reconnects, 1);
-        pthread_cond_broadcast(&n->cv);
+        rl_cond_broadcast(&n->cv);
     }
-    pthread_mutex_unlock(&n->mu);
-    pthread_mutex_unlock(&n->rel_mu);
+    rl_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->rel_mu);
     if (rc) { conn_shut(n, c); conn_unref(c); return rc; }
     if (n->started) rl_waker_wake(&n->waker);
     return RL_OK;
@@ -1860,61 +1820,61 @@ static int attach_conn(rl_node *n, int fd, int local, const rl_hello *peer) {
 int rl_node_wait_lost(rl_node *n, int timeout_ms) {
     long long deadline = to_deadline(timeout_ms);
     int rc;
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->mu);
     for (;;) {
         if (n->closing) { rc = RL_ECLOSED; break; }
         if (n->conn_lost && n->nconns == 0) { rc = RL_OK; break; }
-        if (timed_wait(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
+        if (rl_cond_wait_until(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
     }
-    pthread_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->mu);
     return rc;
 }
 
 void rl_node_fail(rl_node *n, const char *reason) {
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->mu);
     n->failed = 1;
     n->conn_lost = 1;
     snprintf(n->lost_reason, sizeof n->lost_reason, "%s", reason ? reason : "gave up reconnecting");
-    pthread_cond_broadcast(&n->cv);
-    pthread_mutex_unlock(&n->mu);
+    rl_cond_broadcast(&n->cv);
+    rl_mutex_unlock(&n->mu);
 }
 
 int rl_node_wait_acked(rl_node *n, int timeout_ms) {
     long long deadline = to_deadline(timeout_ms);
     int rc = RL_OK;
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->mu);
     while (n->ret_n > 0 && !n->failed) {
-        if (timed_wait(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
+        if (rl_cond_wait_until(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
     }
     if (n->ret_n > 0) rc = RL_ETIMEDOUT;
-    pthread_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->mu);
     return rc;
 }
 
 uint64_t rl_node_learner_id(rl_node *n) {
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->mu);
     uint64_t id = n->learner_id;
-    pthread_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->mu);
     return id;
 }
 
 uint64_t rl_node_conn_gen(rl_node *n) {
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->mu);
     uint64_t g = n->conn_gen;
-    pthread_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->mu);
     return g;
 }
 
 void rl_node_stats(rl_node *n, rl_stats *st) {
     memset(st, 0, sizeof *st);
-    st->sent = __atomic_load_n(&n->st_sent, __ATOMIC_RELAXED);
-    st->received = __atomic_load_n(&n->st_received, __ATOMIC_RELAXED);
-    st->dropped = __atomic_load_n(&n->st_dropped, __ATOMIC_RELAXED);
-    st->redelivered = __atomic_load_n(&n->st_redelivered, __ATOMIC_RELAXED);
-    st->duplicates = __atomic_load_n(&n->st_duplicates, __ATOMIC_RELAXED);
-    st->reconnects = __atomic_load_n(&n->st_reconnects, __ATOMIC_RELAXED);
-    st->rejected = __atomic_load_n(&n->st_rejected, __ATOMIC_RELAXED);
-    pthread_mutex_lock(&n->mu);
+    st->sent = rl_atomic_load(&n->st_sent, RL_RELAXED);
+    st->received = rl_atomic_load(&n->st_received, RL_RELAXED);
+    st->dropped = rl_atomic_load(&n->st_dropped, RL_RELAXED);
+    st->redelivered = rl_atomic_load(&n->st_redelivered, RL_RELAXED);
+    st->duplicates = rl_atomic_load(&n->st_duplicates, RL_RELAXED);
+    st->reconnects = rl_atomic_load(&n->st_reconnects, RL_RELAXED);
+    st->rejected = rl_atomic_load(&n->st_rejected, RL_RELAXED);
+    rl_mutex_lock(&n->mu);
     st->retained = n->ret_n;
     st->retained_bytes = n->ret_bytes;
     st->acked = n->acked;
@@ -1926,33 +1886,33 @@ void rl_node_stats(rl_node *n, rl_stats *st) {
         rl_header ph;
         if (rl_header_decode(n->params->data, UINT64_MAX, &ph) == RL_OK) st->params_version = ph.ref;
     }
-    pthread_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->mu);
 }
 
 int rl_node_peer_stats(rl_node *n, rl_peer_stats *out, int max) {
     int k = 0;
     long long now = rl_now_ms();
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->mu);
     for (int i = 0; i < n->nconns && k < max; i++) {
         rl_conn *c = n->conns[i];
         if (c->state != CONN_OPEN) continue;
         rl_peer_stats *p = &out[k++];
         p->peer_id = c->peer_id;
-        p->msgs_in = __atomic_load_n(&c->msgs_in, __ATOMIC_RELAXED);
-        p->bytes_in = __atomic_load_n(&c->frame_bytes_in, __ATOMIC_RELAXED);
-        p->msgs_out = __atomic_load_n(&c->msgs_out, __ATOMIC_RELAXED);
-        p->bytes_out = __atomic_load_n(&c->frame_bytes_out, __ATOMIC_RELAXED);
-        p->params_version = __atomic_load_n(&c->params_version, __ATOMIC_RELAXED);
-        p->idle_ms = now - __atomic_load_n(&c->last_rx_ms, __ATOMIC_RELAXED);
+        p->msgs_in = rl_atomic_load(&c->msgs_in, RL_RELAXED);
+        p->bytes_in = rl_atomic_load(&c->frame_bytes_in, RL_RELAXED);
+        p->msgs_out = rl_atomic_load(&c->msgs_out, RL_RELAXED);
+        p->bytes_out = rl_atomic_load(&c->frame_bytes_out, RL_RELAXED);
+        p->params_version = rl_atomic_load(&c->params_version, RL_RELAXED);
+        p->idle_ms = now - rl_atomic_load(&c->last_rx_ms, RL_RELAXED);
         if (p->idle_ms < 0) p->idle_ms = 0;
         p->age_ms = now - c->opened_ms;
-        pthread_mutex_lock(&c->send_mu);
+        rl_mutex_lock(&c->send_mu);
         p->sendq_bytes = c->ring.bytes + (c->pending_params ? c->pending_params->len : 0);
         p->rtt_us = c->closed || c->local ? -1 : rl_sock_rtt_us(c->fd);
         p->local = c->local;
-        pthread_mutex_unlock(&c->send_mu);
+        rl_mutex_unlock(&c->send_mu);
     }
-    pthread_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->mu);
     return k;
 }
 
@@ -1961,13 +1921,13 @@ int rl_node_start(rl_node *n) {
     if (rl_poller_set(n->poller, n->waker.rfd, RL_POLLIN, NULL)) return RL_ESYS;
     for (int i = 0; i < n->nlfds; i++)
         if (rl_poller_set(n->poller, n->lfds[i], RL_POLLIN, NULL)) return RL_ESYS;
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->mu);
     for (int i = 0; i < n->nconns; i++) {
         n->conns[i]->interest = RL_POLLIN;
         rl_poller_set(n->poller, n->conns[i]->fd, RL_POLLIN, n->conns[i]);
     }
-    pthread_mutex_unlock(&n->mu);
-    if (pthread_create(&n->thread, NULL, io_main, n) != 0) return RL_ESYS;
+    rl_mutex_unlock(&n->mu);
+    if (rl_thread_create(&n->thread, io_main, n) != 0) return RL_ESYS;
     n->started = 1;
     return RL_OK;
 }
@@ -1981,7 +1941,7 @@ static int conn_gone(rl_node *n) {
 int rl_node_recv(rl_node *n, int qi, rl_msg **out, int max, int timeout_ms) {
     if (qi < 0 || qi >= RL_NQUEUES || max < 1) return RL_EINVAL;
     long long deadline = to_deadline(timeout_ms);
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->mu);
     int rc;
     for (;;) {
         if (n->closing) { rc = RL_ECLOSED; break; }
@@ -1992,7 +1952,7 @@ int rl_node_recv(rl_node *n, int qi, rl_msg **out, int max, int timeout_ms) {
                 rl_session *sess = m->session;
                 if (sess) {   /* taken by the application: acknowledge it */
                     if (m->hdr.seq > sess->consumed) sess->consumed = m->hdr.seq;
-                    __atomic_sub_fetch(&sess->queued, 1, __ATOMIC_RELAXED);
+                    rl_atomic_sub(&sess->queued, 1, RL_RELAXED);
                     m->session = NULL;
                     n->ack_dirty = 1;
                     if (sess->consumed - sess->ack_sent >= ACK_EVERY) ack_wake = 1;
@@ -2019,15 +1979,15 @@ int rl_node_recv(rl_node *n, int qi, rl_msg **out, int max, int timeout_ms) {
             break;
         }
         if (conn_gone(n)) { rc = RL_ECONNLOST; break; }
-        if (timed_wait(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
+        if (rl_cond_wait_until(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
     }
-    pthread_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->mu);
     return rc;
 }
 
 int rl_node_wait_reply(rl_node *n, uint64_t request_id, uint64_t gen, int timeout_ms, rl_msg **out) {
     long long deadline = to_deadline(timeout_ms);
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->mu);
     int rc;
     for (;;) {
         if (n->closing) { rc = RL_ECLOSED; break; }
@@ -2041,14 +2001,14 @@ int rl_node_wait_reply(rl_node *n, uint64_t request_id, uint64_t gen, int timeou
         }
         /* a request in flight at a disconnect fails: it is never resent */
         if (n->conn_lost || n->conn_gen != gen) { rc = RL_ECONNLOST; break; }
-        if (timed_wait(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
+        if (rl_cond_wait_until(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
     }
-    pthread_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->mu);
     return rc;
 }
 
 void rl_node_cancel_reply(rl_node *n, uint64_t request_id) {
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->mu);
     rl_msg *prev = NULL, *m = n->q[RL_Q_REPLY].head;
     while (m && m->hdr.ref != request_id) { prev = m; m = m->next; }
     if (m) {
@@ -2060,12 +2020,12 @@ void rl_node_cancel_reply(rl_node *n, uint64_t request_id) {
         n->cancelled[n->cancelled_next] = request_id;   /* overwrite the oldest slot */
         n->cancelled_next = (n->cancelled_next + 1) % NCANCELLED;
     }
-    pthread_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->mu);
 }
 
 int rl_node_take_params(rl_node *n, uint64_t newer_than, int timeout_ms, rl_msg **out) {
     long long deadline = to_deadline(timeout_ms);
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->mu);
     int rc;
     for (;;) {
         if (n->closing) { rc = RL_ECLOSED; break; }
@@ -2076,64 +2036,64 @@ int rl_node_take_params(rl_node *n, uint64_t newer_than, int timeout_ms, rl_msg 
             break;
         }
         if (conn_gone(n)) { rc = RL_ECONNLOST; break; }
-        if (timed_wait(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
+        if (rl_cond_wait_until(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
     }
-    pthread_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->mu);
     return rc;
 }
 
 int rl_node_peers(rl_node *n, uint64_t *ids, int max) {
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->mu);
     int k = 0;
     for (int i = 0; i < n->nconns; i++) {
         if (n->conns[i]->state != CONN_OPEN) continue;
         if (k < max) ids[k] = n->conns[i]->peer_id;
         k++;
     }
-    pthread_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->mu);
     return k;
 }
 
-int rl_node_events_pending(rl_node *n) { return __atomic_load_n(&n->ev_pending, __ATOMIC_ACQUIRE); }
+int rl_node_events_pending(rl_node *n) { return rl_atomic_load(&n->ev_pending, RL_ACQUIRE); }
 
 int rl_node_next_event(rl_node *n, rl_event *ev) {
-    pthread_mutex_lock(&n->mu);
+    rl_mutex_lock(&n->mu);
     int got = 0;
     if (n->ev_count) {
         *ev = n->events[n->ev_head];
         n->ev_head = (n->ev_head + 1) % NEVENTS;
         n->ev_count--;
-        __atomic_store_n(&n->ev_pending, n->ev_count, __ATOMIC_RELEASE);
+        rl_atomic_store(&n->ev_pending, n->ev_count, RL_RELEASE);
         got = 1;
     }
-    pthread_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->mu);
     return got;
 }
 
 const char *rl_node_lost_reason(rl_node *n) { return n->lost_reason; }
 
 void rl_node_close(rl_node *n, int flush_timeout_ms) {
-    pthread_mutex_lock(&n->close_mu);
+    rl_mutex_lock(&n->close_mu);
     if (!n->joined) {
-        pthread_mutex_lock(&n->mu);
+        rl_mutex_lock(&n->mu);
         n->flush_deadline = rl_now_ms() + (flush_timeout_ms < 0 ? 0 : flush_timeout_ms);
-        __atomic_store_n(&n->closing, 1, __ATOMIC_RELEASE);
-        pthread_cond_broadcast(&n->cv);
+        rl_atomic_store(&n->closing, 1, RL_RELEASE);
+        rl_cond_broadcast(&n->cv);
         for (int i = 0; i < n->nconns; i++) {
             rl_conn *c = n->conns[i];
-            pthread_mutex_lock(&c->send_mu);
-            pthread_cond_broadcast(&c->send_cv);
-            pthread_mutex_unlock(&c->send_mu);
+            rl_mutex_lock(&c->send_mu);
+            rl_cond_broadcast(&c->send_cv);
+            rl_mutex_unlock(&c->send_mu);
         }
-        pthread_mutex_unlock(&n->mu);
+        rl_mutex_unlock(&n->mu);
         if (n->started) {
             rl_waker_wake(&n->waker);
-            pthread_join(n->thread, NULL);
+            rl_thread_join(n->thread);
         } else {
             shutdown_all(n);
         }
         n->joined = 1;
-        for (int i = 0; i < n->nlfds; i++) close(n->lfds[i]);
+        for (int i = 0; i < n->nlfds; i++) rl_closesocket(n->lfds[i]);
         n->nlfds = 0;
         if (n->ipc_path[0]) unlink(n->ipc_path);   /* ours: bound by this node */
         n->ipc_path[0] = 0;
@@ -2141,7 +2101,7 @@ void rl_node_close(rl_node *n, int flush_timeout_ms) {
         rl_poller_free(n->poller);
         n->poller = NULL;
     }
-    pthread_mutex_unlock(&n->close_mu);
+    rl_mutex_unlock(&n->close_mu);
 }
 
 void rl_node_destroy(rl_node *n) {
@@ -2157,11 +2117,11 @@ void rl_node_destroy(rl_node *n) {
     free(n->ret);
     for (int i = 0; i < n->nsessions; i++) free(n->sessions[i]);
     free(n->sessions);
-    pthread_mutex_destroy(&n->rel_mu);
+    rl_mutex_destroy(&n->rel_mu);
     free(n->conns);
-    pthread_cond_destroy(&n->cv);
-    pthread_mutex_destroy(&n->mu);
-    pthread_mutex_destroy(&n->close_mu);
+    rl_cond_destroy(&n->cv);
+    rl_mutex_destroy(&n->mu);
+    rl_mutex_destroy(&n->close_mu);
     if (n->auth_key) {
         volatile uint8_t *k = n->auth_key;
         for (size_t i = 0; i < n->cfg.auth_key_len; i++) k[i] = 0;

@@ -2,7 +2,7 @@
 #include "rl_ring.h"
 #include "rl_frame.h"
 
-#include <pthread.h>
+#include "rl_os.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,7 +19,7 @@
 #define FRAME_CACHE_SLOTS 16
 #define FRAME_CACHE_BYTES ((size_t)256 << 20)
 
-static pthread_mutex_t frame_cache_mu = PTHREAD_MUTEX_INITIALIZER;
+static rl_mutex frame_cache_mu = RL_MUTEX_INITIALIZER;
 static struct { uint8_t *p; size_t cap; } frame_cache[FRAME_CACHE_SLOTS];
 static int frame_cache_n;
 static size_t frame_cache_bytes;
@@ -27,7 +27,7 @@ static size_t frame_cache_bytes;
 uint8_t *rl_mem_alloc(size_t size, size_t *cap) {
     size_t want = (size + 63) & ~(size_t)63;
     if (want >= FRAME_CACHE_MIN) {
-        pthread_mutex_lock(&frame_cache_mu);
+        rl_mutex_lock(&frame_cache_mu);
         int best = -1;
         for (int i = 0; i < frame_cache_n; i++) {
             size_t c = frame_cache[i].cap;
@@ -38,10 +38,10 @@ uint8_t *rl_mem_alloc(size_t size, size_t *cap) {
             *cap = frame_cache[best].cap;
             frame_cache_bytes -= *cap;
             frame_cache[best] = frame_cache[--frame_cache_n];
-            pthread_mutex_unlock(&frame_cache_mu);
+            rl_mutex_unlock(&frame_cache_mu);
             return p;
         }
-        pthread_mutex_unlock(&frame_cache_mu);
+        rl_mutex_unlock(&frame_cache_mu);
     }
     *cap = want;
     return aligned_alloc(64, want ? want : 64);
@@ -50,7 +50,7 @@ uint8_t *rl_mem_alloc(size_t size, size_t *cap) {
 void rl_mem_free(uint8_t *p, size_t cap) {
     if (!p) return;
     if (cap >= FRAME_CACHE_MIN) {
-        pthread_mutex_lock(&frame_cache_mu);
+        rl_mutex_lock(&frame_cache_mu);
         if (frame_cache_n == FRAME_CACHE_SLOTS || frame_cache_bytes + cap > FRAME_CACHE_BYTES) {
             /* evict the smallest to make room for a large one, else drop this */
             int small = -1;
@@ -69,7 +69,7 @@ void rl_mem_free(uint8_t *p, size_t cap) {
             frame_cache_bytes += cap;
             p = NULL;
         }
-        pthread_mutex_unlock(&frame_cache_mu);
+        rl_mutex_unlock(&frame_cache_mu);
     }
     free(p);
 }
@@ -102,12 +102,12 @@ rl_buf *rl_buf_new(size_t cap) {
 }
 
 rl_buf *rl_buf_ref(rl_buf *b) {
-    __atomic_add_fetch(&b->refs, 1, __ATOMIC_RELAXED);
+    rl_atomic_add(&b->refs, 1, RL_RELAXED);
     return b;
 }
 
 void rl_buf_unref(rl_buf *b) {
-    if (b && __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+    if (b && rl_atomic_sub(&b->refs, 1, RL_ACQ_REL) == 0) {
         if (b->alloc) rl_mem_free(b->data, b->alloc);
         free(b);
     }
@@ -161,7 +161,7 @@ int rl_ring_push_copy(rl_ring *r, const void *p, size_t n) {
     /* Coalesce into the tail chunk when it is ours alone and has room. */
     if (t && t->owner && t->p + t->len == t->owner->data + t->owner->len &&
         t->owner->cap - t->owner->len >= n &&
-        __atomic_load_n(&t->owner->refs, __ATOMIC_ACQUIRE) == 1) {
+        rl_atomic_load(&t->owner->refs, RL_ACQUIRE) == 1) {
         memcpy(t->owner->data + t->owner->len, p, n);
         t->owner->len += n;
         t->len += n;

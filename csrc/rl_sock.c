@@ -1,6 +1,7 @@
 /* rl_sock.c -- socket helpers. See rl_sock.h. */
 #define _GNU_SOURCE
 #include "rl_sock.h"
+#include "rl_os.h"
 #include "rl_frame.h"
 #include "rl_poll.h"
 
@@ -29,11 +30,7 @@
 #define MSG_NOSIGNAL 0   /* macOS: SO_NOSIGPIPE is set in rl_sock_tune */
 #endif
 
-long long rl_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+long long rl_now_ms(void) { return rl_mono_ms(); }
 
 static void set_nonblock_cloexec(int fd) {
     int fl = fcntl(fd, F_GETFL, 0);

@@ -2,12 +2,12 @@
 #define _GNU_SOURCE
 #include "rl_frame.h"
 #include "rl_node.h"
+#include "rl_os.h"
 #include "rl_sock.h"
 #include "rl_test.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /* Build a message {"seq": seq, "x": float32[n] filled with seq} and send it. */
 static int send_msg(rl_node *n, uint64_t peer, unsigned kind, uint64_t ref, int64_t seq, size_t count) {
@@ -150,8 +150,8 @@ static void test_node_rejects_garbage(void) {
     rl_msg *m = NULL;
     CHECK_EQ(rl_node_recv(L, RL_Q_TRAJ, &m, 1, 5000), 1);
     if (m) { check_msg(m, 5, 8); rl_msg_free(m); }
-    close(fd);
-    close(silent);
+    rl_closesocket(fd);
+    rl_closesocket(silent);
     rl_node_close(A, 1000);
     rl_node_close(L, 1000);
     rl_node_destroy(A);
@@ -185,7 +185,7 @@ static int keyed_connect(const char *lkey, const char *akey, rl_hello *peer, rl_
     }
     /* the learner reports what happened to the connection */
     memset(ev, 0, sizeof *ev);
-    for (int i = 0; i < 500 && !rl_node_next_event(L, ev); i++) usleep(10000);
+    for (int i = 0; i < 500 && !rl_node_next_event(L, ev); i++) rl_sleep_ms(10);
     rl_node_close(A, 100);
     rl_node_destroy(A);
     rl_node_close(L, 100);
@@ -233,17 +233,17 @@ static void test_node_max_connections(void) {
     char b;
     int got_eof = 0;
     for (int i = 0; i < 500 && !got_eof; i++) {
-        ssize_t r = read(fds[2], &b, 1);
+        ssize_t r = rl_sock_read(fds[2], &b, 1);
         if (r == 0) got_eof = 1;
-        else usleep(10000);
+        else rl_sleep_ms(10);
     }
     CHECK(got_eof);
     rl_event ev;
     memset(&ev, 0, sizeof ev);
-    for (int i = 0; i < 500 && !rl_node_next_event(L, &ev); i++) usleep(10000);
+    for (int i = 0; i < 500 && !rl_node_next_event(L, &ev); i++) rl_sleep_ms(10);
     CHECK_EQ(ev.type, RL_EV_REJECTED);
     CHECK(strstr(ev.reason, "max_connections") != NULL);
-    for (int i = 0; i < 3; i++) if (fds[i] >= 0) close(fds[i]);
+    for (int i = 0; i < 3; i++) if (fds[i] >= 0) rl_closesocket(fds[i]);
     rl_node_close(L, 100);
     rl_node_destroy(L);
 }
