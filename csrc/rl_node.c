@@ -115,6 +115,12 @@ typedef struct rl_session {
 #define MAX_SESSIONS 4096
 /* Wake the learner's I/O thread to acknowledge once this many messages are owed. */
 #define ACK_EVERY 256
+/* An acknowledged small frame's buffer is kept for the next one (a malloc
+ * and a free less per message): at most RET_POOL_MAX buffers of at most
+ * RET_POOL_BUF bytes each, RET_POOL_BYTES in all, per node. */
+#define RET_POOL_MAX 1024
+#define RET_POOL_BUF (16u * 1024u)
+#define RET_POOL_BYTES ((size_t)1 << 20)
 
 typedef struct retained_frame {
     uint64_t seq;
@@ -184,6 +190,10 @@ struct rl_node {
     retained_frame *ret;
     size_t ret_cap, ret_head, ret_n;
     uint64_t ret_bytes;
+    int ret_waiters;           /* threads waiting for the window to shrink */
+    rl_buf *ret_pool[RET_POOL_MAX];   /* acknowledged small frames' buffers, for reuse */
+    int ret_pool_n;
+    size_t ret_pool_bytes;
 
     /* learner, reliable mode (under mu) */
     rl_session **sessions;
@@ -539,19 +549,34 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
     int rc = RL_OK;
     /* Back-pressure on the un-acked window (not under rel_mu: the reconnect
      * that would free it needs rel_mu). */
+    rl_buf *b = NULL;
     rl_mutex_lock(&n->mu);
+    n->ret_waiters++;
     while (!n->closing && !n->failed && n->ret_n > 0 &&
            n->ret_bytes + total > n->cfg.retain_max_bytes) {
         if (rl_cond_wait_until(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
     }
+    n->ret_waiters--;
     if (!rc && n->closing) rc = RL_ECLOSED;
     if (!rc && n->failed) rc = RL_ECONNLOST;
+    if (!rc && n->ret_pool_n && n->ret_pool[n->ret_pool_n - 1]->cap >= total) {
+        b = n->ret_pool[--n->ret_pool_n];
+        n->ret_pool_bytes -= b->cap;
+    }
     rl_mutex_unlock(&n->mu);
     if (rc) return rc;
 
     /* Copy and checksum the body outside every lock. */
-    rl_buf *b = rl_buf_new((size_t)total);
-    if (!b) return RL_ENOMEM;
+    if (!b) {
+        /* small frames get a size class, so that the pool fits the next one */
+        size_t cap = (size_t)total;
+        if (cap <= RET_POOL_BUF) {
+            cap = 256;
+            while (cap < total) cap *= 2;
+        }
+        b = rl_buf_new(cap);
+        if (!b) return RL_ENOMEM;
+    }
     size_t off = RL_HEADER_SIZE;
     uint32_t bcrc = 0;
     for (int i = 0; i < iovcnt; i++) {   /* one pass over the caller's memory */
@@ -596,10 +621,8 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
         rl_mutex_lock(&c->send_mu);
         if (!c->closed) {
             int had_out = c->want_out;
-            /* small frames are copied so a burst coalesces into few iovecs */
-            int put = total <= BATCH_MAX_FRAME ? ring_put_copy(c, b->data, b->len)
-                                               : ring_put_ref(c, b, b->data, b->len);
-            if (put == 0) {
+            /* the ring shares the retained buffer: no second copy, no chunk */
+            if (ring_put_ref(c, b, b->data, b->len) == 0) {
                 ring_mark_message(c);
                 CONN_COUNT(c, msgs_out, frame_bytes_out, b->len);
                 c->last_seq = h.seq;
@@ -800,12 +823,23 @@ static void take_ack(rl_node *n, uint64_t ack) {
         n->acked = ack;
         while (n->ret_n && n->ret[n->ret_head].seq <= ack) {
             retained_frame *r = &n->ret[n->ret_head];
-            n->ret_bytes -= r->buf->len;
-            rl_buf_unref(r->buf);
+            rl_buf *b = r->buf;
+            n->ret_bytes -= b->len;
+            /* the only reference (no ring holds it) to a small buffer: keep it */
+            if (b->cap <= RET_POOL_BUF && n->ret_pool_n < RET_POOL_MAX &&
+                n->ret_pool_bytes + b->cap <= RET_POOL_BYTES &&
+                rl_atomic_load(&b->refs, RL_ACQUIRE) == 1) {
+                b->len = 0;
+                n->ret_pool[n->ret_pool_n++] = b;
+                n->ret_pool_bytes += b->cap;
+            } else {
+                rl_buf_unref(b);
+            }
             n->ret_head = (n->ret_head + 1) % n->ret_cap;
             n->ret_n--;
         }
-        rl_cond_broadcast(&n->cv);
+        /* only senders held back by a full window (and wait_acked) care */
+        if (n->ret_waiters) rl_cond_broadcast(&n->cv);
     }
     rl_mutex_unlock(&n->mu);
 }
@@ -1843,9 +1877,11 @@ int rl_node_wait_acked(rl_node *n, int timeout_ms) {
     long long deadline = to_deadline(timeout_ms);
     int rc = RL_OK;
     rl_mutex_lock(&n->mu);
+    n->ret_waiters++;
     while (n->ret_n > 0 && !n->failed) {
         if (rl_cond_wait_until(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
     }
+    n->ret_waiters--;
     if (n->ret_n > 0) rc = RL_ETIMEDOUT;
     rl_mutex_unlock(&n->mu);
     return rc;
@@ -2114,6 +2150,7 @@ void rl_node_destroy(rl_node *n) {
     rl_msg_free(n->params_in);
     rl_buf_unref(n->params);
     for (size_t i = 0; i < n->ret_n; i++) rl_buf_unref(n->ret[(n->ret_head + i) % n->ret_cap].buf);
+    for (int i = 0; i < n->ret_pool_n; i++) rl_buf_unref(n->ret_pool[i]);
     free(n->ret);
     for (int i = 0; i < n->nsessions; i++) free(n->sessions[i]);
     free(n->sessions);
