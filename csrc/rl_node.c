@@ -532,13 +532,11 @@ static uint32_t body_crc(const uint8_t *frame, size_t size) {
     return rl_crc32c(0, frame + RL_HEADER_SIZE, size - RL_HEADER_SIZE);
 }
 
-/* Recompute both checksums of a whole frame held in one buffer whose
- * flags byte has RL_FLAG_CHECKSUM set. */
-static void reseal_frame(uint8_t *frame, size_t size) {
-    uint32_t crc = body_crc(frame, size);
-    memcpy(frame + 40, &crc, 4);
-    crc = rl_crc32c(0, frame, RL_HEADER_HCRC_OFFSET);
-    memcpy(frame + RL_HEADER_HCRC_OFFSET, &crc, 4);
+/* Recompute the header's own checksum after a change to its flags byte
+ * (RL_FLAG_CHECKSUM set; the body and so its checksum are unchanged). */
+static void reseal_header(uint8_t *frame) {
+    uint32_t crc = rl_crc32c(0, frame, RL_HEADER_HCRC_OFFSET);
+    for (int i = 0; i < 4; i++) frame[RL_HEADER_HCRC_OFFSET + i] = (uint8_t)(crc >> (8 * i));
 }
 
 /* Actor, reliable session: a trajectory gets the next sequence number and a
@@ -778,17 +776,19 @@ int rl_node_publish(rl_node *n, const rl_header *hin, const rl_iov *iov, int iov
     if (n->cfg.role != RL_ROLE_LEARNER) return RL_EINVAL;
     rl_buf *b = rl_buf_new((size_t)total);
     if (!b) return RL_ENOMEM;
-    h.seq = h.ack = 0;
-    rl_header_encode(&h, b->data);
+    /* Parameters always carry a checksum, computed while copying: one pass
+     * over the caller's memory, once per publish. */
     size_t off = RL_HEADER_SIZE;
+    uint32_t crc = 0;
     for (int i = 0; i < iovcnt; i++) {
-        if (iov[i].len) memcpy(b->data + off, iov[i].base, iov[i].len);
+        crc = rl_crc32c_copy(crc, b->data + off, iov[i].base, iov[i].len);
         off += iov[i].len;
     }
     b->len = off;
-    /* Parameters always carry a checksum: one pass, once per publish. */
-    b->data[1] |= RL_FLAG_CHECKSUM;
-    reseal_frame(b->data, b->len);
+    h.seq = h.ack = 0;
+    h.flags |= RL_FLAG_CHECKSUM;
+    h.crc = crc;
+    rl_header_encode(&h, b->data);
     STAT_ADD(n, st_sent, 1);
 
     rl_mutex_lock(&n->mu);
@@ -1828,7 +1828,7 @@ static int attach_conn(rl_node *n, int fd, int local, const rl_hello *peer) {
             if (r->seq <= peer->resume_seq) continue;
             if (restarted && r->queued && !(r->buf->data[1] & RL_FLAG_REDELIVERED)) {
                 r->buf->data[1] |= RL_FLAG_REDELIVERED;
-                reseal_frame(r->buf->data, r->buf->len);
+                reseal_header(r->buf->data);
             }
             if (ring_put_ref(c, r->buf, r->buf->data, r->buf->len) == 0) ring_mark_message(c);
             r->queued = 1;
