@@ -2002,11 +2002,11 @@ int rl_node_recv(rl_node *n, int qi, rl_msg **out, int max, int timeout_ms) {
              * otherwise cost two thread wake-ups per call. A rate-limited
              * ack goes out with the next read or within the I/O thread's
              * poll interval. */
-            if (n->ack_dirty && !n->ack_wake_sent) {
-                long long t = ack_wake ? 0 : rl_now_ms();
-                if (ack_wake || (!n->q[qi].head && t - n->last_ack_wake_ms >= 1)) {
+            if (n->ack_dirty && !n->ack_wake_sent && (ack_wake || !n->q[qi].head)) {
+                long long t = rl_now_ms();
+                if (ack_wake || t - n->last_ack_wake_ms >= 1) {
                     n->ack_wake_sent = 1;
-                    n->last_ack_wake_ms = t ? t : rl_now_ms();
+                    n->last_ack_wake_ms = t;
                     rl_waker_wake(&n->waker);
                 }
             }
