@@ -1,0 +1,94 @@
+/*
+ * rl_shm.h -- same-host shared memory for large payloads (PROTOCOL.md 2.2).
+ *
+ * A sender creates a region: an anonymous memory file (memfd_create, no
+ * name in /dev/shm, gone when the last process holding it exits, even
+ * after SIGKILL), sealed so that nobody can shrink or grow it, mapped
+ * shared. It passes the fd to its peer over the AF_UNIX connection
+ * (SCM_RIGHTS). For each large message it copies the array data into a
+ * slot of the region and sends only the header, the meta and the slot's
+ * offset on the stream. The receiver maps the same fd privately
+ * (MAP_PRIVATE): its arrays are views of the slot, writable, and its
+ * writes stay its own (copy-on-write). When the last array of a message
+ * is released, the receiver drops its private copies of the slot's pages
+ * (rl_shm_map_forget) and tells the sender, which frees the slot.
+ *
+ * Slots are whole pages (so that forgetting one slot never touches
+ * another's pages) and are handed out in ring order: a slot held for a
+ * long time blocks reuse of the space after it, and rl_shm_alloc then
+ * fails, so that the caller sends over the socket instead of waiting.
+ *
+ * Where memfd_create or sealing is unavailable (non-Linux), rl_shm_create
+ * returns NULL and callers keep using the socket.
+ *
+ * Ownership and threads: a region belongs to its creator; every rl_shm_*
+ * function on a region is thread-safe (one internal mutex). A map is
+ * reference counted; rl_shm_map_* functions are thread-safe.
+ */
+#ifndef RL_SHM_H
+#define RL_SHM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- sender: a region and its slots ------------------------------------- */
+typedef struct rl_shm_region rl_shm_region;
+
+/* Create a sealed region of at least size bytes (rounded up to whole
+ * pages). Returns NULL (errno set) where unsupported or on failure. */
+rl_shm_region *rl_shm_create(size_t size);
+/* Unmap and close. Safe while a peer still maps it (the memory lives until
+ * the peer unmaps). NULL is allowed. */
+void rl_shm_destroy(rl_shm_region *r);
+
+int rl_shm_fd(const rl_shm_region *r);          /* owned by the region */
+size_t rl_shm_size(const rl_shm_region *r);
+uint8_t *rl_shm_base(const rl_shm_region *r);   /* shared, read-write */
+
+/* Reserve a slot of len bytes (len > 0, rounded up to whole pages) at a
+ * page-aligned offset. Returns 0 and *off, or -1 when the region has no
+ * room for it now. */
+int rl_shm_alloc(rl_shm_region *r, size_t len, uint64_t *off);
+/* Free the slot that starts at off. Returns 0, or -1 if no slot starts
+ * there (a peer releasing twice or inventing offsets: a protocol error). */
+int rl_shm_release(rl_shm_region *r, uint64_t off);
+/* Bytes in slots not yet released. */
+size_t rl_shm_in_use(rl_shm_region *r);
+
+/* ---- receiver: a private mapping of a peer's region --------------------- */
+typedef struct rl_shm_map rl_shm_map;
+
+/* Map a region received from a peer. Takes ownership of fd (closed on
+ * every path). Fails (NULL, *why set to a static reason) unless fd is a
+ * memory file sealed against shrinking and growing whose size equals
+ * expect_size and is a whole number of pages. refs = 1. */
+rl_shm_map *rl_shm_map_fd(int fd, uint64_t expect_size, const char **why);
+rl_shm_map *rl_shm_map_ref(rl_shm_map *m);
+void rl_shm_map_unref(rl_shm_map *m);           /* unmaps at zero; NULL allowed */
+uint8_t *rl_shm_map_base(const rl_shm_map *m);
+uint64_t rl_shm_map_size(const rl_shm_map *m);
+
+/* Drop this process's private copies of the pages of [off, off + len)
+ * (both page-aligned by the sender's rules; len is rounded up to whole
+ * pages), so that they show the region's content again. Call before
+ * telling the sender the slot is free. */
+void rl_shm_map_forget(rl_shm_map *m, uint64_t off, uint64_t len);
+
+/* ---- passing a descriptor over an AF_UNIX stream socket ----------------- */
+/* Write n bytes with fd attached (SCM_RIGHTS) to the first of them. Returns
+ * bytes written (the fd went with them if > 0), RL_EAGAIN or RL_ECONNLOST. */
+ssize_t rl_sock_write_fd(int sock, const void *p, size_t n, int fd);
+/* Read like rl_sock_read; descriptors that arrive are stored in fds (up to
+ * max, close-on-exec) and counted in *nfds; any beyond max are closed and
+ * *nfds is set to max + 1 so that the caller can tell. */
+ssize_t rl_sock_read_fds(int sock, void *buf, size_t n, int *fds, int max, int *nfds);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
