@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..workloads import last_byte, expected_byte, make_reply, DataError
+from .framing import answer, wait_version
+from ..workloads import DataError
 
 ARRAY, NPSCALAR, PYVALUE = 0, 1, 2
 _dtypes: dict = {}
@@ -180,12 +181,11 @@ class _Sub(_Base):
     def wait(self, version, timeout):
         import zmq
         self.sock.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))
-        while True:
+
+        def recv():
             (got,), params = decode(self.sock.recv_multipart(copy=False))
-            if got == version:
-                return params
-            if got > version:
-                raise DataError(f"version {got} arrived while waiting for {version}")
+            return got, params
+        return wait_version(recv, version)
 
 
 class _Rep(_Base):
@@ -202,10 +202,7 @@ class _Rep(_Base):
         recv, send = self.sock.recv_multipart, self.sock.send_multipart
         for _ in range(count):
             _, d = decode(recv())
-            seq = d["seq"]
-            if last_byte(d["obs"]) != expected_byte(seq):
-                raise DataError(f"request {seq}: corrupt obs")
-            send(encode(make_reply(seq), False)[0])
+            send(encode(answer(d), False)[0])
 
 
 class _Req(_Base):
