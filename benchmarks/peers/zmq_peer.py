@@ -17,19 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .framing import answer, wait_version
+from .framing import ARRAY, NPSCALAR, PYVALUE, join, answer, wait_version
 from ..workloads import DataError
 
-ARRAY, NPSCALAR, PYVALUE = 0, 1, 2
-_dtypes: dict = {}
 TIMEOUT_MS = 30_000
-
-
-def _dtype(s):
-    dt = _dtypes.get(s)
-    if dt is None:
-        dt = _dtypes[s] = np.dtype(s)
-    return dt
 
 
 def encode(d: dict, zero_copy: bool, head=()):
@@ -56,16 +47,7 @@ def decode(frames: list):
     """-> (head tuple, dict)."""
     import msgpack
     *head, header = msgpack.unpackb(frames[0], use_list=False)
-    out, i = {}, 1
-    for k, kind, dt, v in header:
-        if kind == ARRAY:
-            out[k] = np.frombuffer(frames[i], dtype=_dtype(dt)).reshape(v)
-            i += 1
-        elif kind == NPSCALAR:
-            out[k] = _dtype(dt).type(v)
-        else:
-            out[k] = v
-    return head, out
+    return head, join(header, frames[1:])
 
 
 class PyZMQ:
