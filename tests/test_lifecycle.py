@@ -759,6 +759,20 @@ def test_blocking_calls_interruptible_by_ctrl_c(learner, actor, call):
 # --------------------------------------------------------------------------
 # fork and threads
 # --------------------------------------------------------------------------
+def _wait_child(pid):
+    """The forked child's wait status; if it has not exited within T, it is
+    killed and the test fails."""
+    deadline = time.monotonic() + T
+    while time.monotonic() < deadline:
+        wpid, st = os.waitpid(pid, os.WNOHANG)
+        if wpid == pid:
+            return st
+        time.sleep(0.01)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child hung")
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
 def test_fork_child_cannot_use_parent_nodes(learner, actor):
     actor.send_trajectory({"before": "fork"}, timeout=T)
@@ -793,18 +807,7 @@ def test_fork_child_cannot_use_parent_nodes(learner, actor):
             code = 3
         finally:
             os._exit(code)
-    deadline = time.monotonic() + T
-    status = None
-    while time.monotonic() < deadline:
-        wpid, st = os.waitpid(pid, os.WNOHANG)
-        if wpid == pid:
-            status = st
-            break
-        time.sleep(0.01)
-    if status is None:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        pytest.fail("the forked child hung")
+    status = _wait_child(pid)
     assert os.WIFEXITED(status), status
     assert os.WEXITSTATUS(status) == 0, f"child check failed with code {os.WEXITSTATUS(status)}"
     # the parent's nodes still work, both ways
@@ -1050,18 +1053,7 @@ def test_fork_child_can_create_new_nodes(learner, actor):
             code = 3
         finally:
             os._exit(code)
-    deadline = time.monotonic() + T
-    status = None
-    while time.monotonic() < deadline:
-        wpid, st = os.waitpid(pid, os.WNOHANG)
-        if wpid == pid:
-            status = st
-            break
-        time.sleep(0.01)
-    if status is None:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        pytest.fail("the forked child hung")
+    status = _wait_child(pid)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     actor.send_trajectory({"parent": 1}, timeout=T)
     assert learner.receive(timeout=T) == {"parent": 1}
