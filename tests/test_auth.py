@@ -274,13 +274,17 @@ def _nested(depth: int):
     return {"v": v}
 
 
-@pytest.mark.parametrize("name, small, message", [
+# (limit, a tight value, a message over it), for the receiver's and the sender's side
+LIMIT_CASES = [
     ("max_depth", 3, _nested(5)),
     ("max_ndim", 2, {"a": np.zeros((1, 1, 1))}),
     ("max_arrays", 2, {"a": [np.zeros(1)] * 3}),
     ("max_items", 10, {"a": list(range(20))}),
     ("max_str_bytes", 8, {"a": "x" * 9}),
-])
+]
+
+
+@pytest.mark.parametrize("name, small, message", LIMIT_CASES)
 def test_receiver_limits_drop_the_sender(caplog, name, small, message):
     """A learner with a tighter limit than its actor disconnects the actor when
     a message exceeds it, logs why, and keeps serving others."""
@@ -299,13 +303,7 @@ def test_receiver_limits_drop_the_sender(caplog, name, small, message):
         assert _reasons(caplog), "no reason was logged"
 
 
-@pytest.mark.parametrize("name, small, message", [
-    ("max_depth", 3, _nested(5)),
-    ("max_ndim", 2, {"a": np.zeros((1, 1, 1))}),
-    ("max_arrays", 2, {"a": [np.zeros(1)] * 3}),
-    ("max_items", 10, {"a": list(range(20))}),
-    ("max_str_bytes", 8, {"a": "x" * 9}),
-])
+@pytest.mark.parametrize("name, small, message", LIMIT_CASES)
 def test_sender_limits_refuse_before_sending(learner, name, small, message):
     with rlink.ActorNode(learner.address, connect_timeout=T, **{name: small}) as actor:
         with pytest.raises((ValueError, rlink.RLinkError)):
