@@ -66,7 +66,7 @@ int rl_hello_decode(const uint8_t in[RL_HELLO_SIZE], rl_hello *h) {
     h->retry_attempts = get32(in + 28);
     if (h->version != RL_PROTOCOL_VERSION) return RL_EVERSION;
     if (h->role != RL_ROLE_ACTOR && h->role != RL_ROLE_LEARNER) return RL_EPROTO;
-    if (h->flags & ~(RL_HELLO_RELIABLE | RL_HELLO_AUTH)) return RL_EPROTO;
+    if (h->flags & ~(RL_HELLO_RELIABLE | RL_HELLO_AUTH | RL_HELLO_SHM)) return RL_EPROTO;
     if (h->node_id == 0) return RL_EPROTO;
     return RL_OK;
 }
@@ -99,8 +99,13 @@ size_t rl_frame_pad(const rl_header *h) {
     return rl_frame_data_offset(h) - (RL_HEADER_SIZE + (size_t)h->meta_len);
 }
 
-uint64_t rl_frame_size(const rl_header *h) {
+uint64_t rl_frame_message_size(const rl_header *h) {
     return (uint64_t)RL_HEADER_SIZE + h->meta_len + rl_frame_pad(h) + h->data_len;
+}
+
+uint64_t rl_frame_size(const rl_header *h) {
+    if (h->flags & RL_FLAG_SHM) return (uint64_t)RL_HEADER_SIZE + h->meta_len;
+    return rl_frame_message_size(h);
 }
 
 int rl_header_decode(const uint8_t in[RL_HEADER_SIZE], uint64_t max_message_bytes,
@@ -119,7 +124,7 @@ int rl_header_decode(const uint8_t in[RL_HEADER_SIZE], uint64_t max_message_byte
         return RL_EPROTO;
     }
     if (h->kind == 0 || h->kind > RL_KIND_MAX) return RL_EPROTO;
-    if (h->flags & ~(RL_FLAG_REDELIVERED | RL_FLAG_CHECKSUM)) return RL_EPROTO;
+    if (h->flags & ~(RL_FLAG_REDELIVERED | RL_FLAG_CHECKSUM | RL_FLAG_SHM)) return RL_EPROTO;
     if (get16(in + 2) != 0) return RL_EPROTO;
     /* meta_len < 2^32, so header + meta + pad < 2^32 + 112; bounding data_len
      * below keeps the sum in rl_frame_size from wrapping even when the
@@ -127,10 +132,10 @@ int rl_header_decode(const uint8_t in[RL_HEADER_SIZE], uint64_t max_message_byte
     if (h->data_len > max_message_bytes) return RL_ELIMIT;
     if (h->data_len > UINT64_MAX - ((uint64_t)RL_HEADER_SIZE + UINT32_MAX + RL_ALIGN))
         return RL_ELIMIT;
-    if (rl_frame_size(h) > max_message_bytes) return RL_ELIMIT;
-    if ((h->kind == RL_KIND_BYE || h->kind == RL_KIND_ACK || h->kind == RL_KIND_HEARTBEAT) &&
-        (h->meta_len != 0 || h->data_len != 0))
-        return RL_EPROTO;
+    if (rl_frame_message_size(h) > max_message_bytes) return RL_ELIMIT;
+    /* kinds 6-10 are header-only; shared memory carries only message data */
+    if (h->kind > RL_KIND_PUSH && (h->meta_len != 0 || h->data_len != 0)) return RL_EPROTO;
+    if ((h->flags & RL_FLAG_SHM) && (h->kind > RL_KIND_PUSH || h->data_len == 0)) return RL_EPROTO;
     return RL_OK;
 }
 

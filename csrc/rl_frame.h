@@ -55,7 +55,9 @@ const char *rl_strerror(int code);
 enum { RL_ROLE_ACTOR = 1, RL_ROLE_LEARNER = 2 };
 /* RL_HELLO_AUTH: the sender authenticates with a shared key; an HMAC
  * challenge-response follows the hellos (PROTOCOL.md section 3.5). */
-enum { RL_HELLO_RELIABLE = 1u << 0, RL_HELLO_AUTH = 1u << 1 };
+/* RL_HELLO_SHM: on a same-host connection, the sender can map a
+ * shared-memory region its peer offers (PROTOCOL.md section 2.2). */
+enum { RL_HELLO_RELIABLE = 1u << 0, RL_HELLO_AUTH = 1u << 1, RL_HELLO_SHM = 1u << 2 };
 
 typedef struct rl_hello {
     uint16_t version;
@@ -87,12 +89,16 @@ enum {
     RL_KIND_ACK = 6,      /* reserved for reliable mode: ack = cumulative */
     RL_KIND_HEARTBEAT = 7,/* reserved for liveness */
     RL_KIND_BYE = 8,      /* graceful close, no body */
-    RL_KIND_MAX = 8
+    RL_KIND_SHM_REGION = 9,  /* same host: a shared-memory region (fd attached), ref = size */
+    RL_KIND_SHM_RELEASE = 10,/* same host: the receiver is done with the slot at ref */
+    RL_KIND_MAX = 10
 };
 
 enum {
     RL_FLAG_REDELIVERED = 1u << 0,  /* reliable mode: may have been delivered before */
-    RL_FLAG_CHECKSUM = 1u << 1      /* crc holds the frame's CRC32C */
+    RL_FLAG_CHECKSUM = 1u << 1,     /* crc holds the frame's CRC32C */
+    RL_FLAG_SHM = 1u << 2           /* the data section is in the sender's shared-memory
+                                       region at offset `ack`, not on the stream */
 };
 
 typedef struct rl_header {
@@ -101,7 +107,8 @@ typedef struct rl_header {
     uint32_t meta_len;
     uint64_t data_len;
     uint64_t seq;   /* reliable mode: per-session sequence number (0 = unsequenced) */
-    uint64_t ack;   /* reliable mode: cumulative ack (0 = none) */
+    uint64_t ack;   /* reliable mode: cumulative ack (0 = none); with RL_FLAG_SHM:
+                       the data's offset in the sender's region */
     uint64_t ref;   /* request id (REQUEST/REPLY) or version (PARAMS) */
     uint32_t crc;   /* with RL_FLAG_CHECKSUM: CRC32C of the body (meta, padding,
                        data); else 0. The header's own CRC32C (bytes 44..47,
@@ -123,8 +130,11 @@ int rl_header_decode(const uint8_t in[RL_HEADER_SIZE], uint64_t max_message_byte
 size_t rl_frame_pad(const rl_header *h);
 /* Offset of the data section from the start of the frame. */
 size_t rl_frame_data_offset(const rl_header *h);
-/* Total frame size, header included. Callers must have validated h with
- * rl_header_decode (or built it themselves under the same limit). */
+/* The message's size: header, meta, padding and data. Callers must have
+ * validated h with rl_header_decode (or built it under the same limit). */
+uint64_t rl_frame_message_size(const rl_header *h);
+/* The frame's size on the stream: the message size, or only header + meta
+ * when RL_FLAG_SHM puts the data in shared memory. Same precondition. */
 uint64_t rl_frame_size(const rl_header *h);
 
 /* ---- limits ------------------------------------------------------------ */

@@ -13,6 +13,7 @@
 #include "rl_auth.h"
 #include "rl_poll.h"
 #include "rl_ring.h"
+#include "rl_shm.h"
 #include "rl_sock.h"
 
 #include <errno.h>
@@ -98,6 +99,12 @@ typedef struct rl_conn {
     uint64_t params_version;   /* learner: newest parameters put on this connection */
     long long opened_ms;
     int local;                 /* AF_UNIX: a same-host connection */
+    /* shared memory (PROTOCOL.md 2.2) */
+    struct rl_node *node;      /* set by table_add; used only while !closed */
+    int shm_accepts;           /* our hello said we map a region the peer offers */
+    int pending_fd;            /* a descriptor read off the stream, not yet claimed (I/O thread) */
+    rl_shm_map *shm_map;       /* the peer's region, mapped privately; freed with the conn */
+    rl_shm_region *shm_out;    /* our region for this peer; freed with the conn */
 } rl_conn;
 
 /* Learner, reliable mode: what one actor session has been delivered. Kept
@@ -115,6 +122,12 @@ typedef struct rl_session {
 #define MAX_SESSIONS 4096
 /* Wake the learner's I/O thread to acknowledge once this many messages are owed. */
 #define ACK_EVERY 256
+/* Same-host shared memory (PROTOCOL.md 2.2): memfd and sealing are Linux's. */
+#if defined(__linux__)
+#define SHM_AVAILABLE 1
+#else
+#define SHM_AVAILABLE 0
+#endif
 /* An acknowledged small frame's buffer is kept for the next one (a malloc
  * and a free less per message): at most RET_POOL_MAX buffers of at most
  * RET_POOL_BUF bytes each, RET_POOL_BYTES in all, per node. */
@@ -235,8 +248,11 @@ static uint64_t random_id(void) {
     return v ? v : 1;
 }
 
+static void shm_give_back(rl_msg *m);
+
 void rl_msg_free(rl_msg *m) {
     if (!m) return;
+    if (m->shm) shm_give_back(m);
     rl_mem_free(m->frame, m->cap);
     free(m);
 }
@@ -252,6 +268,8 @@ static rl_msg *msg_new(const rl_header *h, uint64_t peer_id) {
     m->hdr = *h;
     m->peer_id = peer_id;
     m->size = size;
+    m->data = NULL;
+    m->shm = NULL;
     m->session = NULL;
     m->body_crc = 0;
     m->body_crc_done = 0;
@@ -270,6 +288,8 @@ void rl_config_default(rl_config *c, int role) {
     c->peer_timeout_ms = 5000;
     c->retain_max_bytes = (size_t)256 << 20;
     c->local = 1;
+    c->shm_bytes = (size_t)32 << 20;
+    c->shm_min_bytes = (size_t)64 << 10;
     rl_limits_default(&c->limits);
 }
 
@@ -337,6 +357,7 @@ static rl_conn *conn_new(int fd, int state) {
     c->state = state;
     c->hs_need = RL_HELLO_SIZE;
     c->opened_ms = rl_now_ms();
+    c->pending_fd = -1;
     rl_mutex_init(&c->send_mu);
     rl_cond_init(&c->send_cv);
     rl_ring_init(&c->ring);
@@ -355,6 +376,9 @@ static void conn_unref(rl_conn *c) {
     rl_msg_free(c->big);
     free(c->ends);
     free(c->rx);
+    if (c->pending_fd >= 0) close(c->pending_fd);
+    rl_shm_map_unref(c->shm_map);   /* every message in it held a reference to c */
+    rl_shm_destroy(c->shm_out);
     rl_mutex_destroy(&c->send_mu);
     rl_cond_destroy(&c->send_cv);
     free(c);
@@ -401,6 +425,7 @@ static void ring_take(rl_conn *c, size_t n) {
 
 /* under node->mu */
 static int table_add(rl_node *n, rl_conn *c) {
+    c->node = n;
     if (n->nconns == n->capconns) {
         int cap = n->capconns ? n->capconns * 2 : 16;
         rl_conn **t = realloc(n->conns, (size_t)cap * sizeof *t);
@@ -539,6 +564,45 @@ static void reseal_header(uint8_t *frame) {
     for (int i = 0; i < 4; i++) frame[RL_HEADER_HCRC_OFFSET + i] = (uint8_t)(crc >> (8 * i));
 }
 
+/* Put a message's data section in a slot of region r: copy it there, point
+ * the header at it (RL_FLAG_SHM, offset in `ack`) and write into wire[] the
+ * iovecs of the meta alone. Returns how many, or 0 if the region has no
+ * room now (or the meta is split into more than max pieces): then nothing
+ * changed and the message goes on the stream whole. Caller's thread, no
+ * lock held: this is the message's one copy. */
+static int shm_put(rl_shm_region *r, rl_header *h, const rl_iov *iov, int iovcnt, rl_iov *wire,
+                   int max) {
+    uint64_t off;
+    if (rl_shm_alloc(r, (size_t)h->data_len, &off) != 0) return 0;
+    uint8_t *dst = rl_shm_base(r) + off;
+    uint64_t meta_left = h->meta_len, pad_left = rl_frame_pad(h);
+    int k = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        const uint8_t *p = iov[i].base;
+        size_t len = iov[i].len, t = len < meta_left ? len : (size_t)meta_left;
+        if (t) {
+            if (k == max) { rl_shm_release(r, off); return 0; }
+            wire[k].base = p;
+            wire[k].len = t;
+            k++;
+            meta_left -= t;
+            p += t;
+            len -= t;
+        }
+        t = len < pad_left ? len : (size_t)pad_left;
+        pad_left -= t;
+        p += t;
+        len -= t;
+        if (len) {
+            memcpy(dst, p, len);
+            dst += len;
+        }
+    }
+    h->flags |= RL_FLAG_SHM;
+    h->ack = off;
+    return k;
+}
+
 /* Actor, reliable session: a trajectory gets the next sequence number and a
  * retained copy, then goes to the connection if there is one. While
  * disconnected it waits in the retained window for the next connection. */
@@ -671,6 +735,15 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
     }
     conn_ref(c);
     rl_mutex_unlock(&n->mu);
+    rl_iov wire[8];
+    if (c->shm_out && h.kind == RL_KIND_TRAJ && h.data_len >= n->cfg.shm_min_bytes) {
+        int k = shm_put(c->shm_out, &h, iov, iovcnt, wire, (int)(sizeof wire / sizeof wire[0]));
+        if (k > 0) {   /* the stream carries the header and the meta only */
+            iov = wire;
+            iovcnt = k;
+            total = RL_HEADER_SIZE + (uint64_t)h.meta_len;
+        }
+    }
     seal_header(&h, hdr, c->reliable, iov, iovcnt);
     STAT_ADD(n, st_sent, 1);
 
@@ -812,6 +885,69 @@ int rl_node_publish(rl_node *n, const rl_header *hin, const rl_iov *iov, int iov
     return RL_OK;
 }
 
+/* ---- shared memory (PROTOCOL.md 2.2) ------------------------------------ */
+
+/* Any thread, from rl_msg_free: the application is done with a message
+ * whose data sat in the peer's region. Forget our private copies of its
+ * pages, then tell the peer the slot is free (if the link still exists). */
+static void shm_give_back(rl_msg *m) {
+    rl_conn *c = m->shm;
+    m->shm = NULL;
+    rl_shm_map_forget(c->shm_map, m->hdr.ack, m->hdr.data_len);
+    rl_mutex_lock(&c->send_mu);
+    if (!c->closed) {
+        rl_header h;
+        uint8_t out[RL_HEADER_SIZE];
+        memset(&h, 0, sizeof h);
+        h.kind = RL_KIND_SHM_RELEASE;
+        h.ref = m->hdr.ack;
+        seal_header(&h, out, c->reliable, NULL, 0);
+        int had_out = c->want_out;
+        if (ring_put_copy(c, out, sizeof out) == 0) c->want_out = 1;
+        if (!had_out && c->want_out) rl_waker_wake(&c->node->waker);
+    }
+    rl_mutex_unlock(&c->send_mu);
+    conn_unref(c);
+}
+
+/* I/O thread: the peer offers its region (the descriptor came with the
+ * frame's bytes and waits in c->pending_fd). */
+static int shm_accept_region(rl_conn *c, uint64_t size, const char **why) {
+    int fd = c->pending_fd;
+    c->pending_fd = -1;
+    if (fd < 0) { *why = "shared-memory region offered without a file descriptor"; return RL_EPROTO; }
+    if (!c->shm_accepts || c->shm_map) {
+        close(fd);
+        *why = c->shm_map ? "a second shared-memory region on one connection"
+                          : "shared-memory region offered on a connection that did not accept one";
+        return RL_EPROTO;
+    }
+    const char *problem = NULL;
+    c->shm_map = rl_shm_map_fd(fd, size, &problem);   /* closes fd */
+    if (!c->shm_map) { *why = problem ? problem : "could not map the peer's shared memory"; return RL_EPROTO; }
+    return 0;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t len, long long deadline);
+
+/* Actor, on a fresh same-host connection whose learner maps regions: make
+ * ours and send it. Any failure just leaves the connection without one. */
+static void shm_offer_region(rl_node *n, rl_conn *c, long long deadline) {
+    rl_shm_region *r = rl_shm_create(n->cfg.shm_bytes);
+    if (!r) return;
+    rl_header h;
+    uint8_t out[RL_HEADER_SIZE];
+    memset(&h, 0, sizeof h);
+    h.kind = RL_KIND_SHM_REGION;
+    h.ref = rl_shm_size(r);
+    seal_header(&h, out, c->reliable, NULL, 0);
+    ssize_t w = rl_sock_write_fd(c->fd, out, sizeof out, rl_shm_fd(r));
+    if (w > 0 && (size_t)w < sizeof out)   /* the descriptor went with the first byte */
+        w = write_all(c->fd, out + w, sizeof out - (size_t)w, deadline) == RL_OK ? (ssize_t)sizeof out : -1;
+    if (w == (ssize_t)sizeof out) c->shm_out = r;
+    else rl_shm_destroy(r);   /* nothing, or a torn frame the learner will reject */
+}
+
 /* ---- receive side (I/O thread) ----------------------------------------- */
 
 /* A complete frame arrived on c: validate and route it. Returns 0, or an
@@ -886,6 +1022,35 @@ static int deliver(rl_node *n, rl_conn *c, rl_msg *m, const char **why) {
         take_ack(n, ack);
         return 0;
     }
+    if (kind == RL_KIND_SHM_REGION) {
+        uint64_t size = m->hdr.ref;
+        rl_msg_free(m);
+        return shm_accept_region(c, size, why);
+    }
+    if (kind == RL_KIND_SHM_RELEASE) {
+        uint64_t off = m->hdr.ref;
+        rl_msg_free(m);
+        if (!c->shm_out || rl_shm_release(c->shm_out, off) != 0) {
+            *why = "shared-memory release of a slot this peer was not given";
+            return RL_EPROTO;
+        }
+        return 0;
+    }
+    uint8_t *shm_data = NULL;
+    if (m->hdr.flags & RL_FLAG_SHM) {   /* the data is in the peer's region */
+        uint64_t off = m->hdr.ack, size = c->shm_map ? rl_shm_map_size(c->shm_map) : 0;
+        if (!c->shm_map) {
+            rl_msg_free(m);
+            *why = "shared-memory frame from a peer that offered no region";
+            return RL_EPROTO;
+        }
+        if (off % (uint64_t)sysconf(_SC_PAGESIZE) != 0 || off > size || m->hdr.data_len > size - off) {
+            rl_msg_free(m);
+            *why = "shared-memory frame outside the peer's region";
+            return RL_EPROTO;
+        }
+        shm_data = rl_shm_map_base(c->shm_map) + off;
+    }
     rl_session *sess = NULL;
     if (n->cfg.role == RL_ROLE_LEARNER && kind == RL_KIND_TRAJ && c->sess) {
         sess = c->sess;
@@ -906,6 +1071,10 @@ static int deliver(rl_node *n, rl_conn *c, rl_msg *m, const char **why) {
                           &root, why);
     if (rc) { rl_msg_free(m); return rc; }
     if (root != RL_T_DICT) { rl_msg_free(m); *why = "message root is not a dict"; return RL_EPROTO; }
+    if (shm_data) {   /* from here on, freeing m gives the slot back */
+        m->data = shm_data;
+        m->shm = conn_ref(c);
+    }
 
     int qi = -1;
     if (n->cfg.role == RL_ROLE_LEARNER) {
@@ -1023,12 +1192,14 @@ static rl_session *session_get(rl_node *n, uint64_t id, uint64_t resume) {
 }
 
 /* The learner's hello as this node would send it (resume_seq filled later). */
-static void learner_hello(rl_node *n, rl_hello *mine) {
+static void learner_hello(rl_node *n, rl_conn *c, rl_hello *mine) {
     memset(mine, 0, sizeof *mine);
     mine->version = RL_PROTOCOL_VERSION;
     mine->role = RL_ROLE_LEARNER;
+    c->shm_accepts = c->local && SHM_AVAILABLE;
     mine->flags = (uint8_t)((n->cfg.reliable ? RL_HELLO_RELIABLE : 0) |
-                            (n->cfg.auth_key_len ? RL_HELLO_AUTH : 0));
+                            (n->cfg.auth_key_len ? RL_HELLO_AUTH : 0) |
+                            (c->shm_accepts ? RL_HELLO_SHM : 0));
     mine->node_id = n->id;
     mine->max_message = (uint32_t)(n->cfg.limits.max_message_bytes >> 20);
     mine->retry_attempts = n->cfg.retry_attempts;
@@ -1063,7 +1234,7 @@ static int conn_send_now(rl_conn *c, const void *p, size_t len) {
 static int open_conn(rl_node *n, rl_conn *c, const rl_hello *peer, const char **why) {
     rl_hello mine;
     uint8_t out[RL_HELLO_SIZE];
-    learner_hello(n, &mine);
+    learner_hello(n, c, &mine);
 
     /* The same actor reconnecting replaces its old (possibly half-open) link. */
     rl_mutex_lock(&n->mu);
@@ -1115,7 +1286,7 @@ static int open_conn(rl_node *n, rl_conn *c, const rl_hello *peer, const char **
 static const char *hello_problem(const uint8_t *hs) {
     if (memcmp(hs, RL_MAGIC, 4) != 0) return "bad handshake: not an rlink peer (no RLNK magic)";
     if (hs[6] != RL_ROLE_ACTOR && hs[6] != RL_ROLE_LEARNER) return "bad handshake: unknown role";
-    if (hs[7] & ~(RL_HELLO_RELIABLE | RL_HELLO_AUTH)) return "bad handshake: unknown flag bits";
+    if (hs[7] & ~(RL_HELLO_RELIABLE | RL_HELLO_AUTH | RL_HELLO_SHM)) return "bad handshake: unknown flag bits";
     return "bad handshake: node_id is 0";
 }
 
@@ -1133,7 +1304,7 @@ static int handshake_step(rl_node *n, rl_conn *c, const char **why, char *buf, s
     rl_hello peer, mine;
     int rc = rl_hello_decode(c->hs, &peer);
     uint8_t out[3 * RL_HELLO_SIZE];   /* hello, nonce, proof */
-    learner_hello(n, &mine);
+    learner_hello(n, c, &mine);
     rl_hello_encode(&mine, out);
     if (rc == RL_EVERSION) {
         void *b = out;
@@ -1223,7 +1394,19 @@ static int conn_read(rl_node *n, rl_conn *c, const char **why, char *buf, size_t
             }
             continue;
         }
-        ssize_t r = rl_sock_read(c->fd, c->rx + c->rx_len, RX_CAP - c->rx_len);
+        ssize_t r;
+        if (c->local) {   /* a peer's region comes as a descriptor with a frame's bytes */
+            int fds[1], nfds = 0;
+            r = rl_sock_read_fds(c->fd, c->rx + c->rx_len, RX_CAP - c->rx_len, fds, 1, &nfds);
+            if (nfds > 1 || (nfds == 1 && c->pending_fd >= 0)) {
+                if (nfds == 1) close(fds[0]);
+                *why = "unexpected file descriptors from the peer";
+                return RL_EPROTO;
+            }
+            if (nfds == 1) c->pending_fd = fds[0];
+        } else {
+            r = rl_sock_read(c->fd, c->rx + c->rx_len, RX_CAP - c->rx_len);
+        }
         if (r == RL_EAGAIN) return 0;
         if (r <= 0) {
             *why = r == 0 ? (c->rx_len ? "peer closed the connection in the middle of a frame"
@@ -1798,6 +1981,11 @@ static int attach_conn(rl_node *n, int fd, int local, const rl_hello *peer) {
     c->peer_id = peer->node_id;
     c->reliable = (peer->flags & RL_HELLO_RELIABLE) != 0;
     c->last_rx_ms = c->last_tx_ms = rl_now_ms();
+    /* Large trajectories through shared memory: same host, a learner that
+     * maps regions, unreliable (a reliable session resends from its
+     * retained copies, which the stream carries). First frame on the link. */
+    if (local && !c->reliable && (peer->flags & RL_HELLO_SHM) && n->cfg.shm_bytes > 0 && SHM_AVAILABLE)
+        shm_offer_region(n, c, rl_now_ms() + 1000);
 
     rl_mutex_lock(&n->rel_mu);   /* no reliable send interleaves with the resend */
     rl_mutex_lock(&n->mu);
@@ -1946,6 +2134,7 @@ int rl_node_peer_stats(rl_node *n, rl_peer_stats *out, int max) {
         p->sendq_bytes = c->ring.bytes + (c->pending_params ? c->pending_params->len : 0);
         p->rtt_us = c->closed || c->local ? -1 : rl_sock_rtt_us(c->fd);
         p->local = c->local;
+        p->shm = c->shm_out != NULL || c->shm_map != NULL;
         rl_mutex_unlock(&c->send_mu);
     }
     rl_mutex_unlock(&n->mu);

@@ -29,8 +29,12 @@ extern "C" {
 
 typedef struct rl_node rl_node;
 
-/* A received frame: one 64-byte-aligned allocation holding the whole frame
- * (header included). Arrays decoded from it may point into `frame`. */
+/* A received frame: one 64-byte-aligned allocation holding the frame as it
+ * came off the stream (header included). Its data section (64-byte
+ * aligned) is in that allocation too, or, for a frame whose data came
+ * through shared memory (RL_FLAG_SHM), in this process's private mapping
+ * of the sender's region, held until the message is freed. Arrays decoded
+ * from it may point at rl_msg_data(m). */
 typedef struct rl_msg {
     struct rl_msg *next;      /* queue link, internal */
     rl_header hdr;
@@ -38,15 +42,20 @@ typedef struct rl_msg {
     uint8_t *frame;           /* owned, rl_frame_size(&hdr) bytes */
     uint64_t size;
     size_t cap;               /* allocated bytes at frame (internal) */
+    uint8_t *data;            /* the data section, or NULL: use rl_msg_data */
+    void *shm;                /* the shared-memory slot it holds (internal) */
     void *session;            /* learner, reliable mode: its session (internal) */
     uint32_t body_crc;        /* body CRC32C computed while reading (internal) */
     int body_crc_done;
 } rl_msg;
 
-/* Release a message (any thread). Large frame buffers are recycled. */
+/* Release a message (any thread). Large frame buffers are recycled; a
+ * shared-memory slot is handed back to its sender. */
 void rl_msg_free(rl_msg *m);
 static inline const uint8_t *rl_msg_meta(const rl_msg *m) { return m->frame + RL_HEADER_SIZE; }
-static inline uint8_t *rl_msg_data(const rl_msg *m) { return m->frame + rl_frame_data_offset(&m->hdr); }
+static inline uint8_t *rl_msg_data(const rl_msg *m) {
+    return m->data ? m->data : m->frame + rl_frame_data_offset(&m->hdr);
+}
 
 typedef struct rl_config {
     int role;                    /* RL_ROLE_ACTOR / RL_ROLE_LEARNER */
@@ -65,6 +74,10 @@ typedef struct rl_config {
                                     also listens on an abstract socket named after its
                                     TCP address; an actor tries it first when the
                                     learner's address is on this machine */
+    size_t shm_bytes;            /* same host: the shared-memory region an actor offers
+                                    its learner for large trajectories (0 = none;
+                                    default 32 MiB, allocated as it is used) */
+    size_t shm_min_bytes;        /* data sections at least this large go through it */
     /* Shared secret for HMAC-SHA256 challenge-response in the handshake
      * (both directions). NULL/0 = no authentication. rl_node_create copies
      * it; the caller's buffer is not referenced afterwards. */
@@ -104,6 +117,7 @@ typedef struct rl_peer_stats {
     long long age_ms;              /* since the connection was accepted/opened */
     long long rtt_us;              /* the kernel's smoothed RTT estimate, -1 if unknown */
     int local;                     /* AF_UNIX (same host) rather than TCP */
+    int shm;                       /* a shared-memory region is in use on it (2.2) */
 } rl_peer_stats;
 
 /* Receive queues. */

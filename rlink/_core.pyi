@@ -66,6 +66,7 @@ class _Node:
         auth_key: bytes = b"",
         limits: dict[str, int] | None = None,
         local: bool = True,
+        shm_bytes: int = ...,
     ) -> Self: ...
     @property
     def keyed(self) -> bool: ...

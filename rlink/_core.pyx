@@ -565,6 +565,8 @@ def decode_frame(const uint8_t[::1] frame not None, uint64_t max_message_bytes=1
     rc = rl_header_decode(&frame[0], max_message_bytes, &h)
     if rc != RL_OK:
         raise _errors.ProtocolError(f"bad frame header ({rl_strerror(rc).decode()})")
+    if h.flags & RL_FLAG_SHM:
+        raise _errors.ProtocolError("shared-memory frame: its data is in the sender's memory, not in these bytes")
     if <uint64_t>n != rl_frame_size(&h):
         raise _errors.ProtocolError(f"frame is {n} bytes, its header says {rl_frame_size(&h)}")
     cdef uint32_t crc = 0
@@ -630,7 +632,8 @@ cdef class _Node:
                   size_t sendq_max_bytes=64 << 20, uint64_t max_message_bytes=1 << 30,
                   int handshake_timeout_ms=5000, int heartbeat_ms=1000, int peer_timeout_ms=5000,
                   size_t retain_max_bytes=256 << 20, *, int max_connections=0,
-                  bytes auth_key=b"", dict limits=None, bint local=True):
+                  bytes auth_key=b"", dict limits=None, bint local=True,
+                  size_t shm_bytes=32 << 20):
         self.n = NULL
         self.role = role
         self.pool = []
@@ -643,6 +646,7 @@ cdef class _Node:
             self.cfg.limits.max_str_bytes = limits.get("max_str_bytes", self.cfg.limits.max_str_bytes)
         self.cfg.max_connections = max_connections
         self.cfg.local = local
+        self.cfg.shm_bytes = shm_bytes
         self.keyed = len(auth_key) > 0
         self.cfg.auth_key = <const uint8_t *>(<const char *>auth_key)
         self.cfg.auth_key_len = len(auth_key)
@@ -943,6 +947,7 @@ cdef class _Node:
                 "last_seen_s": ps[i].idle_ms / 1000.0, "connected_s": ps[i].age_ms / 1000.0,
                 "rtt_ms": ps[i].rtt_us / 1000.0 if ps[i].rtt_us >= 0 else None,
                 "transport": "unix" if ps[i].local else "tcp",
+                "shared_memory": bool(ps[i].shm),
             } for i in range(k)}
         finally:
             free(ps)

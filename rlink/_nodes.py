@@ -438,6 +438,14 @@ class ActorNode(_Node):
     Sends keep succeeding while disconnected until ``retain_bytes`` of
     un-acknowledged messages are held, then block. When the tries run out,
     calls raise :class:`rlink.ConnectionLostError`; :meth:`reconnect` resumes.
+
+    On the learner's machine the actor connects over a Unix socket
+    (``local=False``: always TCP), and, unless the session is reliable,
+    hands trajectories whose arrays total 64 KiB or more to the learner
+    through a shared-memory region of ``shm_bytes`` (default 32 MiB,
+    memory used as it is filled; 0: never): one copy, no socket transfer.
+    When the region is full (the learner holds on to earlier ones), messages
+    go over the socket.
     """
 
     def __init__(self, learner_address: str = "localhost:5555", *, connect_timeout: float = 10.0,
@@ -449,7 +457,7 @@ class ActorNode(_Node):
                  max_message_bytes: int = 1 << 30, auth_key: str | bytes | None = None,
                  max_arrays: int = 65536, max_ndim: int = 32, max_depth: int = 64,
                  max_items: int = 1 << 20, max_str_bytes: int = 64 << 20,
-                 local: bool = True):
+                 local: bool = True, shm_bytes: int = 32 << 20):
         self._host, self._port = _parse_address(learner_address)
         if reliable is not None and not isinstance(reliable, bool):
             raise TypeError(f"reliable must be None, True or False, not {reliable!r}")
@@ -470,7 +478,7 @@ class ActorNode(_Node):
             _check_int("retain_bytes", retain_bytes, 4096),
             auth_key=_auth_key(auth_key),
             limits=_limits(max_arrays, max_ndim, max_depth, max_items, max_str_bytes),
-            local=_check_bool("local", local))
+            local=_check_bool("local", local), shm_bytes=_check_int("shm_bytes", shm_bytes, 0))
         self.learner_address = learner_address
         try:
             result = self._connect_until(core, time.monotonic() + self._connect_timeout, None)

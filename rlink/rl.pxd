@@ -15,7 +15,7 @@ cdef extern from "rl_frame.h" nogil:
         RL_ROLE_ACTOR, RL_ROLE_LEARNER
         RL_HELLO_RELIABLE, RL_HELLO_AUTH
         RL_KIND_TRAJ, RL_KIND_PARAMS, RL_KIND_REQUEST, RL_KIND_REPLY, RL_KIND_PUSH
-        RL_FLAG_REDELIVERED, RL_FLAG_CHECKSUM
+        RL_FLAG_REDELIVERED, RL_FLAG_CHECKSUM, RL_FLAG_SHM
         RL_MAX_NDIM, RL_MAX_DEPTH
         RL_T_NONE, RL_T_FALSE, RL_T_TRUE, RL_T_INT, RL_T_BIGINT, RL_T_FLOAT, RL_T_STR,
         RL_T_BYTES, RL_T_LIST, RL_T_TUPLE, RL_T_DICT, RL_T_ARRAY, RL_T_SCALAR
@@ -120,6 +120,8 @@ cdef extern from "rl_node.h" nogil:
         uint8_t *frame
         uint64_t size
         size_t cap
+        uint8_t *data
+        void *shm
     void rl_msg_free(rl_msg *m)
     const uint8_t *rl_msg_meta(const rl_msg *m)
     uint8_t *rl_msg_data(const rl_msg *m)
@@ -138,6 +140,8 @@ cdef extern from "rl_node.h" nogil:
         size_t retain_max_bytes
         int max_connections
         int local
+        size_t shm_bytes
+        size_t shm_min_bytes
         const uint8_t *auth_key
         size_t auth_key_len
         rl_limits limits
@@ -161,7 +165,7 @@ cdef extern from "rl_node.h" nogil:
     ctypedef struct rl_peer_stats:
         uint64_t peer_id, msgs_in, bytes_in, msgs_out, bytes_out, sendq_bytes, params_version
         long long idle_ms, age_ms, rtt_us
-        int local
+        int local, shm
     int rl_node_peer_stats(rl_node *n, rl_peer_stats *out, int max)
 
     ctypedef struct rl_iov:

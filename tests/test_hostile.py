@@ -390,7 +390,12 @@ def reserved_header_bytes_nonzero(ctx):
 
 
 @case(BAD_HEADER)
-def unknown_frame_kind_9(ctx):
+def unknown_frame_kind_11(ctx):
+    ctx.violate(frame(11, GOOD_META))
+
+
+@case(BAD_HEADER)
+def shm_region_frame_with_a_body(ctx):
     ctx.violate(frame(9, GOOD_META))
 
 
@@ -401,7 +406,30 @@ def frame_kind_0(ctx):
 
 @case(BAD_HEADER)
 def unknown_header_flag_bits(ctx):
+    ctx.violate(frame(TRAJ, GOOD_META, flags=0x08))
+
+
+@case(BAD_HEADER)
+def shared_memory_flag_without_data(ctx):
     ctx.violate(frame(TRAJ, GOOD_META, flags=0x04))
+
+
+# PROTOCOL.md 2.2: shared memory needs a region offered (with a descriptor,
+# over AF_UNIX) first. The data section is not on the stream: header + meta.
+@case("shared-memory frame from a peer that offered no region")
+def shared_memory_frame_without_a_region(ctx):
+    meta = m_dict((b"x", m_array(DT_FLOAT32, [16], 0)))
+    ctx.violate(header(TRAJ, len(meta), 64, flags=0x04, ack=0) + meta)
+
+
+@case("shared-memory region offered without a file descriptor")
+def shared_memory_region_without_a_descriptor(ctx):
+    ctx.violate(header(9, 0, ref=1 << 20))
+
+
+@case("shared-memory release of a slot this peer was not given")
+def shared_memory_release_never_given(ctx):
+    ctx.violate(header(10, 0, ref=0))
 
 
 @case(BAD_HEADER)

@@ -105,7 +105,7 @@ static int ref_utf8_valid(const uint8_t *s, size_t n) {
 /* ------------------------------------------------------------------------ */
 static int is_code(int rc) { return rc == RL_OK || rc == RL_EPROTO || rc == RL_ELIMIT; }
 
-/* Frame size from the fields, by PROTOCOL.md 4.1; 0 if it overflows. */
+/* Message size from the fields, by PROTOCOL.md 4.1; 0 if it overflows. */
 static uint64_t ref_frame_size(const rl_header *h) {
     uint64_t end = (uint64_t)RL_HEADER_SIZE + h->meta_len, total;
     if (h->data_len == 0) return end;
@@ -118,11 +118,14 @@ static void check_accepted_header(const uint8_t *in, const rl_header *h, uint64_
     uint8_t out[RL_HEADER_SIZE];
     uint64_t size = ref_frame_size(h);
     FZ_CHECK(size != 0);                      /* no overflow whatever the limit */
-    FZ_CHECK(rl_frame_size(h) == size);
+    FZ_CHECK(rl_frame_message_size(h) == size);
+    /* on the stream: without the data when it is in shared memory (2.2) */
+    FZ_CHECK(rl_frame_size(h) == ((h->flags & RL_FLAG_SHM) ? (uint64_t)RL_HEADER_SIZE + h->meta_len : size));
     FZ_CHECK(size <= limit);
     FZ_CHECK(h->kind >= 1 && h->kind <= RL_KIND_MAX);
-    FZ_CHECK((h->flags & ~(RL_FLAG_REDELIVERED | RL_FLAG_CHECKSUM)) == 0);
+    FZ_CHECK((h->flags & ~(RL_FLAG_REDELIVERED | RL_FLAG_CHECKSUM | RL_FLAG_SHM)) == 0);
     if (h->kind >= RL_KIND_ACK) FZ_CHECK(h->meta_len == 0 && h->data_len == 0);
+    if (h->flags & RL_FLAG_SHM) FZ_CHECK(h->kind <= RL_KIND_PUSH && h->data_len != 0);
     size_t pad = rl_frame_pad(h);
     FZ_CHECK(pad < RL_ALIGN);
     FZ_CHECK(h->data_len != 0 || pad == 0);
@@ -356,7 +359,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
              ref_utf8_valid(frame + RL_HEADER_SIZE, h.meta_len));
 
     uint8_t *meta = fz_dup(frame + RL_HEADER_SIZE, h.meta_len);
-    uint8_t *dsec = h.data_len ? fz_dup(frame + rl_frame_data_offset(&h), (size_t)h.data_len) : NULL;
+    uint8_t *dsec = NULL;
+    if (h.flags & RL_FLAG_SHM) {
+        /* the data is in the sender's region: validate the meta against a
+         * zeroed stand-in, as a receiver would against its mapping */
+        if (h.data_len > ((uint64_t)1 << 20)) { free(meta); free(frame); return 0; }
+        dsec = calloc(1, (size_t)h.data_len);
+        if (!dsec) abort();
+    } else if (h.data_len) {
+        dsec = fz_dup(frame + rl_frame_data_offset(&h), (size_t)h.data_len);
+    }
 
     rl_limits def, small, fuzzed;
     unsigned root_def, root_small, root_fuzzed;

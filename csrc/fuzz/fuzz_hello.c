@@ -64,7 +64,7 @@ static int ref_hello_check(const uint8_t in[32]) {
     if (in[0] != 'R' || in[1] != 'L' || in[2] != 'N' || in[3] != 'K') return RL_EPROTO;
     if (fz_le(in + 4, 2) != 1) return RL_EVERSION;
     if (in[6] != 1 && in[6] != 2) return RL_EPROTO;
-    if (in[7] & 0xFC) return RL_EPROTO;   /* bit 0 reliable, bit 1 AUTH (PROTOCOL.md 3.1) */
+    if (in[7] & 0xF8) return RL_EPROTO;   /* bit 0 reliable, 1 AUTH, 2 SHM (PROTOCOL.md 3.1) */
     if (fz_le(in + 8, 8) == 0) return RL_EPROTO;
     return RL_OK;
 }

@@ -357,7 +357,7 @@ static void test_hello_fields(void) {
         h.flags = (uint8_t)f;
         rl_hello_encode(&h, b);
         CHECK_EQ(hello_decode_exact(b, &d),
-                 (f & ~(RL_HELLO_RELIABLE | RL_HELLO_AUTH)) == 0 ? RL_OK : RL_EPROTO);
+                 (f & ~(RL_HELLO_RELIABLE | RL_HELLO_AUTH | RL_HELLO_SHM)) == 0 ? RL_OK : RL_EPROTO);
     }
 }
 
@@ -453,13 +453,54 @@ static void test_header_roundtrip(void) {
     CHECK_EQ(RL_KIND_BYE, 8);
 }
 
+/* PROTOCOL.md 2.2: with SHM the data is in shared memory, so only header
+ * and meta are on the stream; SHM only on message kinds with data; the
+ * region and release frames are header-only. */
+static void test_header_shared_memory(void) {
+    rl_header h, d;
+    uint8_t b[RL_HEADER_SIZE];
+    const uint64_t max = (uint64_t)1 << 30;
+    for (unsigned kind = RL_KIND_TRAJ; kind <= RL_KIND_PUSH; kind++) {
+        memset(&h, 0, sizeof h);
+        h.kind = (uint8_t)kind;
+        h.flags = RL_FLAG_SHM;
+        h.meta_len = 100;
+        h.data_len = 1 << 20;
+        h.ack = 4096 * 3;
+        rl_header_encode(&h, b);
+        CHECK_EQ(header_decode_exact(b, max, &d), RL_OK);
+        CHECK_EQU(d.ack, 4096 * 3);
+        CHECK_EQU(rl_frame_size(&d), RL_HEADER_SIZE + 100);
+        CHECK_EQU(rl_frame_message_size(&d), 192 + (1 << 20));
+        /* the data still counts against the limit */
+        CHECK_EQ(header_decode_exact(b, 1 << 20, &d), RL_ELIMIT);
+        h.data_len = 0;   /* nothing to put in shared memory */
+        rl_header_encode(&h, b);
+        CHECK_EQ(header_decode_exact(b, max, &d), RL_EPROTO);
+    }
+    for (unsigned kind = RL_KIND_ACK; kind <= RL_KIND_MAX; kind++) {
+        memset(&h, 0, sizeof h);
+        h.kind = (uint8_t)kind;
+        h.flags = RL_FLAG_SHM;
+        rl_header_encode(&h, b);
+        CHECK_EQ(header_decode_exact(b, max, &d), RL_EPROTO);
+        h.flags = 0;
+        h.ref = 1 << 20;
+        rl_header_encode(&h, b);
+        CHECK_EQ(header_decode_exact(b, max, &d), RL_OK);
+        h.meta_len = 1;   /* header-only kinds */
+        rl_header_encode(&h, b);
+        CHECK_EQ(header_decode_exact(b, max, &d), RL_EPROTO);
+    }
+}
+
 static void test_header_rejects(void) {
     rl_header h, d;
     uint8_t b[RL_HEADER_SIZE];
     const uint64_t max = (uint64_t)1 << 20;
 
     /* unknown kinds */
-    static const uint8_t bad_kinds[] = {0, 9, 10, 0x7F, 0x80, 0xFF};
+    static const uint8_t bad_kinds[] = {0, 11, 12, 0x7F, 0x80, 0xFF};
     for (size_t i = 0; i < RL_COUNTOF(bad_kinds); i++) {
         memset(&h, 0, sizeof h);
         h.kind = bad_kinds[i];
@@ -651,9 +692,9 @@ static void test_header_mutations(void) {
                 int rc = header_decode_exact(b, maxes[m], &d);
                 if (!CHECK(rc == RL_OK || rc == RL_EPROTO || rc == RL_ELIMIT)) return;
                 if (rc == RL_OK) {
-                    uint64_t sz = rl_frame_size(&d);
+                    uint64_t sz = rl_frame_message_size(&d);
                     if (!CHECK(sz <= maxes[m] && sz >= RL_HEADER_SIZE + (uint64_t)d.meta_len &&
-                               sz >= d.data_len))
+                               sz >= d.data_len && rl_frame_size(&d) <= sz))
                         return;
                     uint8_t e[RL_HEADER_SIZE];
                     rl_header_encode(&d, e);
@@ -1814,6 +1855,7 @@ static const rl_test frame_tests[] = {
     RL_TEST(test_hello_mutations),
     RL_TEST(test_header_roundtrip),
     RL_TEST(test_header_rejects),
+    RL_TEST(test_header_shared_memory),
     RL_TEST(test_header_empty_kinds),
     RL_TEST(test_header_mutations),
     RL_TEST(test_frame_pad),

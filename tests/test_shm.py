@@ -1,0 +1,159 @@
+"""Shared memory on the same host (PROTOCOL.md 2.2): large trajectories go
+through the actor's memfd region, the learner's arrays are private writable
+views of it, slots come back when the arrays die, a full region falls back
+to the socket, and nothing is left behind by a killed process."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import rlink
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="memfd_create and the abstract AF_UNIX namespace are Linux-only")
+T = 10.0
+BIG = 256 << 10           # bytes of array data per message: above the 64 KiB threshold
+
+
+def _shm(learner, actor) -> bool:
+    mine = actor.stats()["shared_memory"]
+    assert learner.stats()["actors"][actor.actor_id]["shared_memory"] == mine
+    return mine
+
+
+def _payload(i: int) -> dict:
+    return {"i": i, "obs": np.full(BIG // 4, i, dtype=np.float32),
+            "act": np.arange(64, dtype=np.int64) + i}
+
+
+def _check(data: dict, i: int) -> None:
+    assert data["i"] == i
+    assert data["obs"].shape == (BIG // 4,) and (data["obs"] == i).all()
+    assert np.array_equal(data["act"], np.arange(64, dtype=np.int64) + i)
+
+
+def test_large_trajectories_use_the_region_small_ones_the_socket():
+    with rlink.LearnerNode(port=0) as learner, rlink.ActorNode(learner.address, connect_timeout=T) as actor:
+        assert actor.stats()["transport"] == "unix"
+        assert _shm(learner, actor)
+        for i in range(20):
+            actor.send_trajectory(_payload(i), timeout=T)
+            actor.send_trajectory({"small": i, "x": np.arange(8)}, timeout=T)
+        for i in range(20):
+            _check(learner.receive(timeout=T), i)
+            small = learner.receive(timeout=T)
+            assert small["small"] == i and np.array_equal(small["x"], np.arange(8))
+        # the bulk of each large message never crossed the socket
+        sent = learner.stats()["actors"][actor.actor_id]["bytes_in"]
+        assert sent < 20 * BIG // 10
+
+
+@pytest.mark.parametrize("reason, learner_kwargs, actor_kwargs", [
+    ("shm_bytes=0", {}, {"shm_bytes": 0}),
+    ("fast path off", {}, {"local": False}),
+    ("reliable session", {"reliable": True}, {}),
+])
+def test_no_region_when_off_over_tcp_or_reliable(reason, learner_kwargs, actor_kwargs):
+    with rlink.LearnerNode(port=0, **learner_kwargs) as learner, \
+            rlink.ActorNode(learner.address, connect_timeout=T, **actor_kwargs) as actor:
+        assert not _shm(learner, actor), reason
+        for i in range(5):
+            actor.send_trajectory(_payload(i), timeout=T)
+        for i in range(5):
+            _check(learner.receive(timeout=T), i)
+
+
+def test_received_arrays_are_writable_and_private_and_slots_are_reused_clean():
+    # A region of exactly 3 slots: every message reuses a slot an earlier one
+    # had, after the learner scribbled over that earlier message's arrays. If
+    # the learner's private copies of the pages survived the release, it
+    # would read its own scribbles instead of the actor's data.
+    slot = BIG + 4096
+    with rlink.LearnerNode(port=0) as learner, \
+            rlink.ActorNode(learner.address, shm_bytes=3 * slot, connect_timeout=T) as actor:
+        assert _shm(learner, actor)
+        for i in range(60):
+            actor.send_trajectory(_payload(i), timeout=T)
+            data = learner.receive(timeout=T)
+            _check(data, i)
+            assert data["obs"].flags.writeable
+            data["obs"][:] = -1.0           # private: the actor's next data must not see it
+            data["act"][:] = -1
+            del data
+        assert _shm(learner, actor)
+
+
+def test_arrays_kept_stay_intact_while_later_messages_arrive():
+    slot = BIG + 4096
+    with rlink.LearnerNode(port=0) as learner, \
+            rlink.ActorNode(learner.address, shm_bytes=4 * slot, connect_timeout=T) as actor:
+        kept = []
+        for i in range(50):   # the region fills with kept messages; the rest go by socket
+            actor.send_trajectory(_payload(i), timeout=T)
+            data = learner.receive(timeout=T)
+            _check(data, i)
+            if i % 10 == 0:
+                kept.append((i, data))
+        for i, data in kept:
+            _check(data, i)
+        kept.clear()                      # releases the slots
+        for i in range(50, 70):
+            actor.send_trajectory(_payload(i), timeout=T)
+            _check(learner.receive(timeout=T), i)
+
+
+def test_arrays_outlive_the_connection_and_the_nodes():
+    learner = rlink.LearnerNode(port=0)
+    actor = rlink.ActorNode(learner.address, connect_timeout=T)
+    actor.send_trajectory(_payload(7), timeout=T)
+    data = learner.receive(timeout=T)
+    actor.close()
+    learner.close()
+    _check(data, 7)                       # the mapping lives as long as the arrays
+    data["obs"][:] = 1.0
+    del data
+
+
+def test_sigkilled_actor_leaves_nothing_and_the_learner_keeps_serving(tmp_path):
+    before = set(os.listdir("/dev/shm"))
+    with rlink.LearnerNode(port=0) as learner:
+        code = textwrap.dedent(f"""
+            import numpy as np, rlink, sys
+            actor = rlink.ActorNode({learner.address!r}, connect_timeout=10)
+            x = np.ones({BIG // 4}, dtype=np.float32)
+            print(actor.actor_id, actor.stats()["shared_memory"], flush=True)
+            while True:
+                actor.send_trajectory({{"x": x}}, timeout=10)
+        """)
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                                cwd=str(tmp_path))
+        try:
+            actor_id, used = proc.stdout.readline().split()
+            assert used == "True"
+            got = [learner.receive(timeout=T) for _ in range(20)]   # mid-stream
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=T)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+        for data in got:
+            assert (data["x"] == 1.0).all()
+        del got
+        with rlink.ActorNode(learner.address, connect_timeout=T) as actor:
+            assert _shm(learner, actor)
+            actor.send_trajectory(_payload(1), timeout=T)
+            # whatever the dead actor's last messages were, this one arrives
+            while True:
+                data = learner.receive(timeout=T)
+                if "i" in data:
+                    break
+            _check(data, 1)
+    assert set(os.listdir("/dev/shm")) == before
