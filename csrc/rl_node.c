@@ -123,6 +123,8 @@ typedef struct rl_session {
 /* Wake the learner's I/O thread to acknowledge once this many messages are owed. */
 #define ACK_EVERY 256
 /* Same-host shared memory (PROTOCOL.md 2.2): memfd and sealing are Linux's. */
+/* A receiver maps at most this much address space for one peer's region. */
+#define SHM_MAX_REGION ((uint64_t)1 << 34)
 #if defined(__linux__)
 #define SHM_AVAILABLE 1
 #else
@@ -922,6 +924,11 @@ static int shm_accept_region(rl_conn *c, uint64_t size, const char **why) {
                           : "shared-memory region offered on a connection that did not accept one";
         return RL_EPROTO;
     }
+    if (size > SHM_MAX_REGION) {
+        close(fd);
+        *why = "shared-memory region larger than 16 GiB";
+        return RL_EPROTO;
+    }
     const char *problem = NULL;
     c->shm_map = rl_shm_map_fd(fd, size, &problem);   /* closes fd */
     if (!c->shm_map) { *why = problem ? problem : "could not map the peer's shared memory"; return RL_EPROTO; }
@@ -933,7 +940,9 @@ static int write_all(int fd, const uint8_t *p, size_t len, long long deadline);
 /* Actor, on a fresh same-host connection whose learner maps regions: make
  * ours and send it. Any failure just leaves the connection without one. */
 static void shm_offer_region(rl_node *n, rl_conn *c, long long deadline) {
-    rl_shm_region *r = rl_shm_create(n->cfg.shm_bytes);
+    size_t size = n->cfg.shm_bytes;
+    if ((uint64_t)size > SHM_MAX_REGION) size = (size_t)SHM_MAX_REGION;
+    rl_shm_region *r = rl_shm_create(size);
     if (!r) return;
     rl_header h;
     uint8_t out[RL_HEADER_SIZE];

@@ -22,6 +22,9 @@ BIG = 256 << 10           # bytes of array data per message: above the 64 KiB th
 
 
 def _shm(learner, actor) -> bool:
+    """Both ends agree on whether the connection has a region. Call it once
+    a message has arrived: the learner maps the region when it reads the
+    frame that offers it, which comes before any message."""
     mine = actor.stats()["shared_memory"]
     assert learner.stats()["actors"][actor.actor_id]["shared_memory"] == mine
     return mine
@@ -41,7 +44,6 @@ def _check(data: dict, i: int) -> None:
 def test_large_trajectories_use_the_region_small_ones_the_socket():
     with rlink.LearnerNode(port=0) as learner, rlink.ActorNode(learner.address, connect_timeout=T) as actor:
         assert actor.stats()["transport"] == "unix"
-        assert _shm(learner, actor)
         for i in range(20):
             actor.send_trajectory(_payload(i), timeout=T)
             actor.send_trajectory({"small": i, "x": np.arange(8)}, timeout=T)
@@ -49,6 +51,7 @@ def test_large_trajectories_use_the_region_small_ones_the_socket():
             _check(learner.receive(timeout=T), i)
             small = learner.receive(timeout=T)
             assert small["small"] == i and np.array_equal(small["x"], np.arange(8))
+        assert _shm(learner, actor)
         # the bulk of each large message never crossed the socket
         sent = learner.stats()["actors"][actor.actor_id]["bytes_in"]
         assert sent < 20 * BIG // 10
@@ -62,11 +65,11 @@ def test_large_trajectories_use_the_region_small_ones_the_socket():
 def test_no_region_when_off_over_tcp_or_reliable(reason, learner_kwargs, actor_kwargs):
     with rlink.LearnerNode(port=0, **learner_kwargs) as learner, \
             rlink.ActorNode(learner.address, connect_timeout=T, **actor_kwargs) as actor:
-        assert not _shm(learner, actor), reason
         for i in range(5):
             actor.send_trajectory(_payload(i), timeout=T)
         for i in range(5):
             _check(learner.receive(timeout=T), i)
+        assert not _shm(learner, actor), reason
 
 
 def test_received_arrays_are_writable_and_private_and_slots_are_reused_clean():
@@ -77,7 +80,6 @@ def test_received_arrays_are_writable_and_private_and_slots_are_reused_clean():
     slot = BIG + 4096
     with rlink.LearnerNode(port=0) as learner, \
             rlink.ActorNode(learner.address, shm_bytes=3 * slot, connect_timeout=T) as actor:
-        assert _shm(learner, actor)
         for i in range(60):
             actor.send_trajectory(_payload(i), timeout=T)
             data = learner.receive(timeout=T)
@@ -148,7 +150,6 @@ def test_sigkilled_actor_leaves_nothing_and_the_learner_keeps_serving(tmp_path):
             assert (data["x"] == 1.0).all()
         del got
         with rlink.ActorNode(learner.address, connect_timeout=T) as actor:
-            assert _shm(learner, actor)
             actor.send_trajectory(_payload(1), timeout=T)
             # whatever the dead actor's last messages were, this one arrives
             while True:
@@ -156,4 +157,5 @@ def test_sigkilled_actor_leaves_nothing_and_the_learner_keeps_serving(tmp_path):
                 if "i" in data:
                     break
             _check(data, 1)
+            assert _shm(learner, actor)
     assert set(os.listdir("/dev/shm")) == before
