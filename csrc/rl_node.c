@@ -1408,7 +1408,7 @@ static int conn_read(rl_node *n, rl_conn *c, const char **why, char *buf, size_t
             int fds[1], nfds = 0;
             r = rl_sock_read_fds(c->fd, c->rx + c->rx_len, RX_CAP - c->rx_len, fds, 1, &nfds);
             if (nfds > 1 || (nfds == 1 && c->pending_fd >= 0)) {
-                if (nfds == 1) close(fds[0]);
+                close(fds[0]);   /* the first stays open even when more came */
                 *why = "unexpected file descriptors from the peer";
                 return RL_EPROTO;
             }

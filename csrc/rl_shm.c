@@ -1,7 +1,8 @@
-/* rl_shm.c -- same-host shared-memory regions. See rl_shm.h. */
-#define _GNU_SOURCE   /* memfd_create, F_ADD_SEALS, madvise, MSG_CMSG_CLOEXEC */
+/* rl_shm.c -- same-host shared-memory regions, their slot allocator, private
+ * maps of a peer's region, and descriptor passing. See rl_shm.h. */
+#define _GNU_SOURCE
 #include "rl_shm.h"
-#include "rl_frame.h"   /* RL_E* codes */
+#include "rl_frame.h"
 #include "rl_os.h"
 
 #include <errno.h>
@@ -14,92 +15,101 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#ifndef MSG_NOSIGNAL
-#define MSG_NOSIGNAL 0
+#ifdef __linux__
+#include <sys/syscall.h>
+#ifndef MFD_CLOEXEC   /* glibc < 2.27 has neither the wrapper nor the flags */
+#define MFD_CLOEXEC 0x0001U
+#define MFD_ALLOW_SEALING 0x0002U
+#define memfd_create(name, flags) ((int)syscall(SYS_memfd_create, (name), (flags)))
+#endif
+#ifndef F_ADD_SEALS   /* same: the values are the kernel ABI (linux/fcntl.h) */
+#define F_ADD_SEALS 1033
+#define F_GET_SEALS 1034
+#define F_SEAL_SEAL 0x0001
+#define F_SEAL_SHRINK 0x0002
+#define F_SEAL_GROW 0x0004
+#endif
 #endif
 
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0   /* macOS: SO_NOSIGPIPE is set in rl_sock_tune */
+#endif
+
+#ifdef __linux__
 static size_t page_size(void) {
-    static size_t ps;
-    size_t v = rl_atomic_load(&ps, RL_RELAXED);
-    if (!v) {
-        long p = sysconf(_SC_PAGESIZE);
-        v = p > 0 ? (size_t)p : 4096;
-        rl_atomic_store(&ps, v, RL_RELAXED);
-    }
-    return v;
+    long p = sysconf(_SC_PAGESIZE);
+    return p > 0 ? (size_t)p : 4096;
 }
-
-static size_t round_pages(size_t n) {
-    size_t ps = page_size();
-    return n > SIZE_MAX - ps ? 0 : (n + ps - 1) / ps * ps;
-}
+#endif
 
 /* ------------------------------------------------------------------------ */
-/* sender: the region and its slots                                          */
+/* region and slot allocator                                                  */
 /* ------------------------------------------------------------------------ */
-/* Slots are handed out in ring order (a "bip buffer"): after the newest
- * live slot, or, when that does not fit before the end, from offset 0 up
- * to the oldest live slot. live[] holds the live slots oldest first; a
- * release marks its slot and pops released slots off the front. */
-typedef struct slot { uint64_t off, len; int released; } slot;
+/* Live slots form a FIFO in ring order (q is circular: head, n of cap).
+ * A slot stays in the FIFO after its release until every older slot is
+ * released too, so that the free space is always one or two runs: after
+ * the newest slot, and (when not wrapped) before the oldest. Slots never
+ * overlap and are at least one page, so n <= size / page. */
+typedef struct shm_slot {
+    uint64_t off, len;
+    int released;
+} shm_slot;
 
 struct rl_shm_region {
+    rl_mutex mu;
     int fd;
     uint8_t *base;
-    size_t size;
-    rl_mutex mu;
-    slot *live;                 /* ring of live slots, oldest at head */
+    size_t size, page;
+    shm_slot *q;
     size_t cap, head, n;
     size_t in_use;
 };
 
-#if defined(__linux__)
+#ifdef __linux__
 rl_shm_region *rl_shm_create(size_t size) {
-    size = round_pages(size ? size : 1);
-    if (!size) { errno = EINVAL; return NULL; }
-    int fd = memfd_create("rlink-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (fd < 0) return NULL;
-    if (ftruncate(fd, (off_t)size) != 0 ||
-        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return NULL;
-    }
-    void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (base == MAP_FAILED) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return NULL;
-    }
+    size_t page = page_size();
+    if (size == 0 || size > SIZE_MAX - page) { errno = EINVAL; return NULL; }
+    size = (size + page - 1) / page * page;
+    if ((uint64_t)size > (uint64_t)INT64_MAX) { errno = EINVAL; return NULL; }  /* off_t */
     rl_shm_region *r = calloc(1, sizeof *r);
-    if (!r) {
-        munmap(base, size);
-        close(fd);
-        errno = ENOMEM;
-        return NULL;
-    }
-    r->fd = fd;
-    r->base = base;
-    r->size = size;
+    if (!r) { errno = ENOMEM; return NULL; }
+    int fd = memfd_create("rlink-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) goto fail;
+    /* The seals are what lets the peer trust the size: without them we could
+     * shrink the file under its map and fault it with SIGBUS. */
+    if (ftruncate(fd, (off_t)size) != 0) goto fail_fd;
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) goto fail_fd;
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) goto fail_fd;
     rl_mutex_init(&r->mu);
+    r->fd = fd;
+    r->base = p;
+    r->size = size;
+    r->page = page;
     return r;
+fail_fd:;
+    int e = errno;
+    close(fd);
+    errno = e;
+fail:
+    free(r);
+    return NULL;
 }
 #else
 rl_shm_region *rl_shm_create(size_t size) {
     (void)size;
-    errno = ENOSYS;
+    errno = ENOSYS;   /* no sealable anonymous memory files: use the socket */
     return NULL;
 }
 #endif
 
 void rl_shm_destroy(rl_shm_region *r) {
     if (!r) return;
+    /* A peer's map keeps the memory: the file lives until its last user. */
     munmap(r->base, r->size);
     close(r->fd);
     rl_mutex_destroy(&r->mu);
-    free(r->live);
+    free(r->q);
     free(r);
 }
 
@@ -107,50 +117,53 @@ int rl_shm_fd(const rl_shm_region *r) { return r->fd; }
 size_t rl_shm_size(const rl_shm_region *r) { return r->size; }
 uint8_t *rl_shm_base(const rl_shm_region *r) { return r->base; }
 
-static slot *live_at(rl_shm_region *r, size_t i) { return &r->live[(r->head + i) % r->cap]; }
+static shm_slot *slot_at(rl_shm_region *r, size_t i) { return &r->q[(r->head + i) % r->cap]; }
+
+/* Make room for one more FIFO entry; unrolls the ring so head is 0. */
+static int fifo_grow(rl_shm_region *r) {
+    size_t cap = r->cap ? r->cap * 2 : 8;
+    size_t most = r->size / r->page;
+    if (cap > most) cap = most;
+    if (cap <= r->n) return -1;   /* cannot happen: a free page means n < most */
+    shm_slot *q = malloc(cap * sizeof *q);
+    if (!q) return -1;
+    for (size_t i = 0; i < r->n; i++) q[i] = *slot_at(r, i);
+    free(r->q);
+    r->q = q;
+    r->cap = cap;
+    r->head = 0;
+    return 0;
+}
 
 int rl_shm_alloc(rl_shm_region *r, size_t len, uint64_t *off) {
-    len = round_pages(len);
-    if (!len || len > r->size) return -1;
+    if (len == 0 || len > r->size) return -1;
+    uint64_t need = (len + r->page - 1) / r->page * r->page;  /* no overflow: size is whole pages */
     int rc = -1;
     rl_mutex_lock(&r->mu);
     uint64_t at;
-    int fits = 0;
     if (r->n == 0) {
         at = 0;
-        fits = 1;
     } else {
-        uint64_t oldest = live_at(r, 0)->off;
-        slot *newest = live_at(r, r->n - 1);
-        uint64_t end = newest->off + newest->len;
-        if (end > oldest) {           /* live data is [oldest, end): room after it, then before it */
-            if (r->size - end >= len) { at = end; fits = 1; }
-            else if (oldest >= len) { at = 0; fits = 1; }
-        } else if (oldest - end >= len) {   /* wrapped: the gap is [end, oldest) */
-            at = end;
-            fits = 1;
+        const shm_slot *old = slot_at(r, 0), *nw = slot_at(r, r->n - 1);
+        uint64_t end = nw->off + nw->len;
+        if (nw->off >= old->off) {   /* free: [end, size) and [0, old->off) */
+            if (need <= r->size - end) at = end;
+            else if (need <= old->off) at = 0;
+            else goto out;
+        } else {                     /* wrapped: free is [end, old->off) */
+            if (need <= old->off - end) at = end;
+            else goto out;
         }
     }
-    if (fits && r->n == r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 16;
-        slot *v = malloc(cap * sizeof *v);
-        if (v) {
-            for (size_t i = 0; i < r->n; i++) v[i] = *live_at(r, i);
-            free(r->live);
-            r->live = v;
-            r->cap = cap;
-            r->head = 0;
-        } else {
-            fits = 0;
-        }
-    }
-    if (fits) {
-        *live_at(r, r->n) = (slot){at, len, 0};
-        r->n++;
-        r->in_use += len;
-        *off = at;
-        rc = 0;
-    }
+    if (r->n == r->cap && fifo_grow(r) != 0) goto out;
+    shm_slot *s = slot_at(r, r->n++);
+    s->off = at;
+    s->len = need;
+    s->released = 0;
+    r->in_use += (size_t)need;
+    *off = at;
+    rc = 0;
+out:
     rl_mutex_unlock(&r->mu);
     return rc;
 }
@@ -159,15 +172,16 @@ int rl_shm_release(rl_shm_region *r, uint64_t off) {
     int rc = -1;
     rl_mutex_lock(&r->mu);
     for (size_t i = 0; i < r->n; i++) {
-        slot *s = live_at(r, i);
-        if (s->off == off && !s->released) {
-            s->released = 1;
-            r->in_use -= s->len;
-            rc = 0;
-            break;
-        }
+        shm_slot *s = slot_at(r, i);
+        if (s->off != off) continue;
+        if (s->released) break;      /* released twice */
+        s->released = 1;
+        r->in_use -= (size_t)s->len;
+        rc = 0;
+        break;
     }
-    while (r->n && live_at(r, 0)->released) {
+    /* Pop released slots from the front: their space is free again. */
+    while (r->n && slot_at(r, 0)->released) {
         r->head = (r->head + 1) % r->cap;
         r->n--;
     }
@@ -178,56 +192,61 @@ int rl_shm_release(rl_shm_region *r, uint64_t off) {
 
 size_t rl_shm_in_use(rl_shm_region *r) {
     rl_mutex_lock(&r->mu);
-    size_t v = r->in_use;
+    size_t n = r->in_use;
     rl_mutex_unlock(&r->mu);
-    return v;
+    return n;
 }
 
 /* ------------------------------------------------------------------------ */
-/* receiver: a private mapping                                                */
+/* receiver maps                                                              */
 /* ------------------------------------------------------------------------ */
 struct rl_shm_map {
-    long refs;      /* atomic */
     uint8_t *base;
     uint64_t size;
+    long refs;
 };
 
+static rl_shm_map *map_fail(int fd, const char **why, const char *reason) {
+    if (fd >= 0) close(fd);
+    if (why) *why = reason;
+    return NULL;
+}
+
+#ifdef __linux__
 rl_shm_map *rl_shm_map_fd(int fd, uint64_t expect_size, const char **why) {
-    const char *problem = NULL;
-    rl_shm_map *m = NULL;
-#if defined(__linux__)
-    struct stat st;
+    if (fd < 0) return map_fail(fd, why, "shared memory: no descriptor");
+    /* Seals first: once SHRINK and GROW are on they cannot come off, so the
+     * size read after them is the size for good. */
     int seals = fcntl(fd, F_GET_SEALS);
-    if (seals < 0) {
-        problem = "shared memory: the descriptor is not a sealable memory file";
-    } else if ((seals & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW)) {
-        problem = "shared memory: the region is not sealed against resizing";
-    } else if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        problem = "shared memory: the descriptor is not a memory file";
-    } else if (expect_size == 0 || (uint64_t)st.st_size != expect_size ||
-               expect_size % page_size() != 0 || expect_size > SIZE_MAX) {
-        problem = "shared memory: the region's size is not the size offered";
-    } else {
-        void *base = mmap(NULL, (size_t)expect_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-        if (base == MAP_FAILED) {
-            problem = "shared memory: could not map the region";
-        } else if (!(m = malloc(sizeof *m))) {
-            munmap(base, (size_t)expect_size);
-            problem = "out of memory";
-        } else {
-            m->refs = 1;
-            m->base = base;
-            m->size = expect_size;
-        }
-    }
-#else
-    (void)expect_size;
-    problem = "shared memory is not supported on this platform";
-#endif
-    close(fd);
-    if (why) *why = problem;
+    if (seals < 0) return map_fail(fd, why, "shared memory: not a sealable memory file");
+    if (!(seals & F_SEAL_SHRINK)) return map_fail(fd, why, "shared memory: not sealed against shrinking");
+    if (!(seals & F_SEAL_GROW)) return map_fail(fd, why, "shared memory: not sealed against growing");
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        return map_fail(fd, why, "shared memory: not a memory file");
+    uint64_t size = (uint64_t)st.st_size;
+    if (st.st_size <= 0) return map_fail(fd, why, "shared memory: empty region");
+    if (size != expect_size) return map_fail(fd, why, "shared memory: size differs from the announced size");
+    if (size % page_size() != 0) return map_fail(fd, why, "shared memory: size is not whole pages");
+    if (size > SIZE_MAX) return map_fail(fd, why, "shared memory: region too large to map");
+    rl_shm_map *m = malloc(sizeof *m);
+    if (!m) return map_fail(fd, why, "shared memory: out of memory");
+    /* Private: the receiver's writes into its arrays stay its own. */
+    void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) { free(m); return map_fail(fd, why, "shared memory: mmap failed"); }
+    close(fd);   /* the mapping keeps the file */
+    m->base = p;
+    m->size = size;
+    m->refs = 1;
     return m;
 }
+#else
+rl_shm_map *rl_shm_map_fd(int fd, uint64_t expect_size, const char **why) {
+    (void)expect_size;
+    /* Without seals we cannot trust the size (SIGBUS on a shrunk file). */
+    return map_fail(fd, why, "shared memory: not supported on this platform");
+}
+#endif
 
 rl_shm_map *rl_shm_map_ref(rl_shm_map *m) {
     rl_atomic_add(&m->refs, 1, RL_RELAXED);
@@ -244,38 +263,47 @@ uint8_t *rl_shm_map_base(const rl_shm_map *m) { return m->base; }
 uint64_t rl_shm_map_size(const rl_shm_map *m) { return m->size; }
 
 void rl_shm_map_forget(rl_shm_map *m, uint64_t off, uint64_t len) {
-    size_t ps = page_size();
-    if (off >= m->size || len == 0) return;
-    off -= off % ps;
-    if (len > m->size - off) len = m->size - off;
-    len = (len + ps - 1) / ps * ps;
-    if (len > m->size - off) len = m->size - off;
-#if defined(__linux__)
-    /* on a private file mapping: drop the copy-on-write pages */
-    madvise(m->base + off, (size_t)len, MADV_DONTNEED);
+#ifdef __linux__
+    size_t page = page_size();
+    /* A misaligned offset is a peer's error; rounding it down could drop
+     * private pages of the slot before it, so do nothing. */
+    if (!m || off >= m->size || off % page != 0 || len == 0) return;
+    uint64_t end = len > m->size - off ? m->size : off + (len + page - 1) / page * page;
+    if (end > m->size) end = m->size;
+    /* On a MAP_PRIVATE file mapping this discards the copy-on-write pages;
+     * the next access reads the file (the sender's bytes) again. */
+    madvise(m->base + off, (size_t)(end - off), MADV_DONTNEED);
+#else
+    (void)m; (void)off; (void)len;   /* no map can exist: rl_shm_map_fd fails */
 #endif
 }
 
 /* ------------------------------------------------------------------------ */
-/* descriptors over AF_UNIX                                                   */
+/* descriptor passing (SCM_RIGHTS, POSIX)                                     */
 /* ------------------------------------------------------------------------ */
 ssize_t rl_sock_write_fd(int sock, const void *p, size_t n, int fd) {
-    union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } ctl;
-    memset(&ctl, 0, sizeof ctl);
-    struct iovec io = {(void *)p, n};
-    struct msghdr msg;
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = &io;
-    msg.msg_iovlen = 1;
-    msg.msg_control = ctl.buf;
-    msg.msg_controllen = sizeof ctl.buf;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    /* A stream socket sends nothing for 0 bytes, so the fd could not go. */
+    if (n == 0) return 0;
+    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } cb;
+    struct iovec iov;
+    struct msghdr mh;
+    iov.iov_base = (void *)p;
+    iov.iov_len = n;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    if (fd >= 0) {
+        memset(&cb, 0, sizeof cb);
+        mh.msg_control = cb.buf;
+        mh.msg_controllen = sizeof cb.buf;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    }
     for (;;) {
-        ssize_t w = sendmsg(sock, &msg, MSG_NOSIGNAL);
+        ssize_t w = sendmsg(sock, &mh, MSG_NOSIGNAL);
         if (w >= 0) return w;
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) return RL_EAGAIN;
@@ -283,48 +311,68 @@ ssize_t rl_sock_write_fd(int sock, const void *p, size_t n, int fd) {
     }
 }
 
+#define FDS_STACK 16   /* control buffer on the stack for up to this many fds */
+
 ssize_t rl_sock_read_fds(int sock, void *buf, size_t n, int *fds, int max, int *nfds) {
-    /* room for max descriptors and a few more, to tell "too many" */
-    union { struct cmsghdr h; char buf[CMSG_SPACE(8 * sizeof(int))]; } ctl;
-    struct iovec io = {buf, n};
-    struct msghdr msg;
+    if (max < 0) max = 0;
+    *nfds = 0;
+    /* Room for max + 1: one more than allowed tells "too many" apart from
+     * "exactly max"; anything beyond that the kernel drops (MSG_CTRUNC). */
+    size_t space = CMSG_SPACE(sizeof(int) * ((size_t)max + 1));
+    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int) * (FDS_STACK + 1))]; } cb;
+    char *ctl = cb.buf;
+    if (space > sizeof cb.buf) {
+        ctl = malloc(space);
+        if (!ctl) return RL_ECONNLOST;   /* cannot read without losing fds */
+    }
+    memset(ctl, 0, space);
+    struct iovec iov;
+    struct msghdr mh;
+    iov.iov_base = buf;
+    iov.iov_len = n;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = ctl;
+    mh.msg_controllen = space;
     int flags = 0;
 #ifdef MSG_CMSG_CLOEXEC
     flags |= MSG_CMSG_CLOEXEC;
 #endif
-    *nfds = 0;
+    ssize_t r;
     for (;;) {
-        memset(&msg, 0, sizeof msg);
-        msg.msg_iov = &io;
-        msg.msg_iovlen = 1;
-        msg.msg_control = ctl.buf;
-        msg.msg_controllen = sizeof ctl.buf;
-        ssize_t r = recvmsg(sock, &msg, flags);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) return RL_EAGAIN;
-            return RL_ECONNLOST;
-        }
-        int got = 0, extra = (msg.msg_flags & MSG_CTRUNC) != 0;
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        r = recvmsg(sock, &mh, flags);
+        if (r >= 0) break;
+        if (errno == EINTR) continue;
+        r = (errno == EAGAIN || errno == EWOULDBLOCK) ? RL_EAGAIN : RL_ECONNLOST;
+        goto out;
+    }
+    int got = 0;
+    if (mh.msg_controllen > 0) {
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
             if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+            if (c->cmsg_len < CMSG_LEN(0)) continue;
             size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
             for (size_t i = 0; i < k; i++) {
                 int fd;
                 memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+                if (got < max) {
 #ifndef MSG_CMSG_CLOEXEC
-                fcntl(fd, F_SETFD, FD_CLOEXEC);
+                    fcntl(fd, F_SETFD, FD_CLOEXEC);
 #endif
-                if (got < max) fds[got++] = fd;
-                else { close(fd); extra = 1; }
+                    fds[got++] = fd;
+                } else {
+                    close(fd);
+                    got = max + 1;
+                }
             }
         }
-        if (extra) {
-            for (int i = 0; i < got; i++) close(fds[i]);
-            *nfds = max + 1;
-        } else {
-            *nfds = got;
-        }
-        return r;
     }
+    /* Truncated control data: more fds were sent than fit; the kernel
+     * closed those. Either way the caller keeps fds[0..max-1]. */
+    if (mh.msg_flags & MSG_CTRUNC) got = max + 1;
+    *nfds = got;
+out:
+    if (ctl != cb.buf) free(ctl);
+    return r;
 }

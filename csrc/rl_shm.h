@@ -85,7 +85,8 @@ void rl_shm_map_forget(rl_shm_map *m, uint64_t off, uint64_t len);
 ssize_t rl_sock_write_fd(int sock, const void *p, size_t n, int fd);
 /* Read like rl_sock_read; descriptors that arrive are stored in fds (up to
  * max, close-on-exec) and counted in *nfds; any beyond max are closed and
- * *nfds is set to max + 1 so that the caller can tell. */
+ * *nfds is set to max + 1 so that the caller can tell (fds[0..max-1] are
+ * then still open: the caller owns and closes them either way). */
 ssize_t rl_sock_read_fds(int sock, void *buf, size_t n, int *fds, int max, int *nfds);
 
 #ifdef __cplusplus

@@ -39,6 +39,7 @@ void run_ring_tests(void);    /* test_ring.c */
 void run_node_tests(void);    /* test_node.c */
 void run_auth_tests(void);    /* test_auth.c */
 void run_crc_tests(void);     /* test_crc.c */
+void run_shm_tests(void);     /* test_shm.c */
 
 /* ---- framework --------------------------------------------------------- */
 typedef struct rl_test {

@@ -23,6 +23,7 @@ int main(int argc, char **argv) {
     run_frame_tests();
     run_ring_tests();
     run_auth_tests();
+    run_shm_tests();
     run_node_tests();
 
     if (verbose) printf("%lu checks\n", rl_test_g.checks);
