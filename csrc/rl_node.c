@@ -1404,7 +1404,11 @@ static int conn_read(rl_node *n, rl_conn *c, const char **why, char *buf, size_t
             continue;
         }
         ssize_t r;
-        if (c->local) {   /* a peer's region comes as a descriptor with a frame's bytes */
+        if (c->local) {
+            /* A peer's region comes as a descriptor attached to the bytes of
+             * its SHM_REGION frame (a read may also return earlier frames):
+             * it waits for that frame, and a second one before it is an
+             * error. */
             int fds[1], nfds = 0;
             r = rl_sock_read_fds(c->fd, c->rx + c->rx_len, RX_CAP - c->rx_len, fds, 1, &nfds);
             if (nfds > 1 || (nfds == 1 && c->pending_fd >= 0)) {

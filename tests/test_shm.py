@@ -159,3 +159,102 @@ def test_sigkilled_actor_leaves_nothing_and_the_learner_keeps_serving(tmp_path):
             _check(data, 1)
             assert _shm(learner, actor)
     assert set(os.listdir("/dev/shm")) == before
+
+
+# ---- a hostile peer on the same host ---------------------------------------
+import socket  # noqa: E402
+import struct  # noqa: E402
+
+HELLO = struct.Struct("<4sHBBQQII")
+HEADER = struct.Struct("<BBHIQQQQII")
+SHM_REGION, SHM_RELEASE = 9, 10
+
+
+def _raw_local_actor(learner) -> socket.socket:
+    """An AF_UNIX connection to the learner's abstract endpoint, past the
+    hello exchange, asking for nothing."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(T)
+    s.connect(f"\0rlink/127.0.0.1:{learner.port}")
+    s.sendall(HELLO.pack(b"RLNK", 1, 1, 0, int.from_bytes(os.urandom(8), "little") | 1, 0, 0, 0))
+    got = b""
+    while len(got) < HELLO.size:
+        chunk = s.recv(HELLO.size - len(got))
+        assert chunk, "the learner closed during the hello"
+        got += chunk
+    assert HELLO.unpack(got)[3] & 0x04, "the learner does not offer to map regions over AF_UNIX"
+    return s
+
+
+def _closed_with(learner, sock, reason, peer_closed, wait_until):
+    """The learner closed sock and reported why (the event follows the close)."""
+    assert peer_closed(sock)
+    seen = []
+
+    def rejected():
+        seen.extend(e.reason for e in learner.events() if e.kind == "rejected")
+        return any(reason in r for r in seen)
+    assert wait_until(rejected), seen
+
+
+def _memfd(size, seals=True):
+    import fcntl
+    fd = os.memfd_create("test", os.MFD_CLOEXEC | (os.MFD_ALLOW_SEALING if seals else 0))
+    os.ftruncate(fd, size)
+    if seals:
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+    return fd
+
+
+@pytest.mark.parametrize("what, make_fd, size, reason", [
+    ("a pipe", lambda: os.pipe()[0], 1 << 20, "not a sealable memory file"),
+    ("an unsealed memfd", lambda: _memfd(1 << 20, seals=False), 1 << 20, "not sealed against shrinking"),
+    ("a memfd of another size", lambda: _memfd(1 << 20), 2 << 20, "size differs from the announced size"),
+    ("a memfd of 32 GiB", lambda: _memfd(32 << 30), 32 << 30, "larger than 16 GiB"),
+])
+def test_bad_regions_are_refused_and_the_learner_keeps_serving(what, make_fd, size, reason,
+                                                               peer_closed, wait_until):
+    with rlink.LearnerNode(port=0) as learner:
+        fd = make_fd()
+        try:
+            s = _raw_local_actor(learner)
+            socket.send_fds(s, [HEADER.pack(SHM_REGION, 0, 0, 0, 0, 0, 0, size, 0, 0)], [fd])
+            _closed_with(learner, s, reason, peer_closed, wait_until)
+            s.close()
+        finally:
+            os.close(fd)
+        with rlink.ActorNode(learner.address, connect_timeout=T) as actor:
+            actor.send_trajectory(_payload(3), timeout=T)
+            _check(learner.receive(timeout=T), 3)
+            assert _shm(learner, actor), what
+
+
+def test_descriptors_beyond_one_region_are_refused(peer_closed, wait_until):
+    with rlink.LearnerNode(port=0) as learner:
+        a, b = _memfd(1 << 20), _memfd(1 << 20)
+        try:
+            s = _raw_local_actor(learner)
+            # two descriptors waiting for one SHM_REGION
+            socket.send_fds(s, [HEADER.pack(7, 0, 0, 0, 0, 0, 0, 0, 0, 0)], [a])
+            socket.send_fds(s, [HEADER.pack(7, 0, 0, 0, 0, 0, 0, 0, 0, 0)], [b])
+            _closed_with(learner, s, "unexpected file descriptors from the peer", peer_closed, wait_until)
+            s.close()
+        finally:
+            os.close(a)
+            os.close(b)
+
+
+def test_a_region_then_a_frame_outside_it(peer_closed, wait_until):
+    with rlink.LearnerNode(port=0) as learner:
+        fd = _memfd(1 << 20)
+        try:
+            s = _raw_local_actor(learner)
+            socket.send_fds(s, [HEADER.pack(SHM_REGION, 0, 0, 0, 0, 0, 0, 1 << 20, 0, 0)], [fd])
+            # {"x": float32[16]} whose data would sit past the end of the region
+            meta = (b"\x0a" + struct.pack("<I", 1) + struct.pack("<I", 1) + b"x"
+                    + b"\x0b" + bytes([11, 1, 0]) + struct.pack("<QQ", 16, 0))
+            s.sendall(HEADER.pack(1, 0x04, 0, len(meta), 64, 0, (1 << 20), 0, 0, 0) + meta)
+            _closed_with(learner, s, "shared-memory frame outside the peer's region", peer_closed, wait_until)
+            s.close()
+        finally:
+            os.close(fd)
