@@ -378,7 +378,7 @@ static void conn_unref(rl_conn *c) {
     rl_msg_free(c->big);
     free(c->ends);
     free(c->rx);
-    if (c->pending_fd >= 0) close(c->pending_fd);
+    rl_shm_close_fd(c->pending_fd);
     rl_shm_map_unref(c->shm_map);   /* every message in it held a reference to c */
     rl_shm_destroy(c->shm_out);
     rl_mutex_destroy(&c->send_mu);
@@ -919,13 +919,13 @@ static int shm_accept_region(rl_conn *c, uint64_t size, const char **why) {
     c->pending_fd = -1;
     if (fd < 0) { *why = "shared-memory region offered without a file descriptor"; return RL_EPROTO; }
     if (!c->shm_accepts || c->shm_map) {
-        close(fd);
+        rl_shm_close_fd(fd);
         *why = c->shm_map ? "a second shared-memory region on one connection"
                           : "shared-memory region offered on a connection that did not accept one";
         return RL_EPROTO;
     }
     if (size > SHM_MAX_REGION) {
-        close(fd);
+        rl_shm_close_fd(fd);
         *why = "shared-memory region larger than 16 GiB";
         return RL_EPROTO;
     }
@@ -1047,18 +1047,17 @@ static int deliver(rl_node *n, rl_conn *c, rl_msg *m, const char **why) {
     }
     uint8_t *shm_data = NULL;
     if (m->hdr.flags & RL_FLAG_SHM) {   /* the data is in the peer's region */
-        uint64_t off = m->hdr.ack, size = c->shm_map ? rl_shm_map_size(c->shm_map) : 0;
         if (!c->shm_map) {
             rl_msg_free(m);
             *why = "shared-memory frame from a peer that offered no region";
             return RL_EPROTO;
         }
-        if (off % (uint64_t)sysconf(_SC_PAGESIZE) != 0 || off > size || m->hdr.data_len > size - off) {
+        if (!rl_shm_map_holds(c->shm_map, m->hdr.ack, m->hdr.data_len)) {
             rl_msg_free(m);
             *why = "shared-memory frame outside the peer's region";
             return RL_EPROTO;
         }
-        shm_data = rl_shm_map_base(c->shm_map) + off;
+        shm_data = rl_shm_map_base(c->shm_map) + m->hdr.ack;
     }
     rl_session *sess = NULL;
     if (n->cfg.role == RL_ROLE_LEARNER && kind == RL_KIND_TRAJ && c->sess) {
@@ -1412,7 +1411,7 @@ static int conn_read(rl_node *n, rl_conn *c, const char **why, char *buf, size_t
             int fds[1], nfds = 0;
             r = rl_sock_read_fds(c->fd, c->rx + c->rx_len, RX_CAP - c->rx_len, fds, 1, &nfds);
             if (nfds > 1 || (nfds == 1 && c->pending_fd >= 0)) {
-                close(fds[0]);   /* the first stays open even when more came */
+                rl_shm_close_fd(fds[0]);   /* the first stays open even when more came */
                 *why = "unexpected file descriptors from the peer";
                 return RL_EPROTO;
             }

@@ -6,6 +6,40 @@
 #include "rl_os.h"
 
 #include <errno.h>
+
+#ifdef _WIN32
+/* No sealable anonymous memory files and no descriptor passing: a region
+ * can never be made or mapped, so callers always use the socket. */
+rl_shm_region *rl_shm_create(size_t size) { (void)size; errno = ENOSYS; return NULL; }
+void rl_shm_destroy(rl_shm_region *r) { (void)r; }
+int rl_shm_fd(const rl_shm_region *r) { (void)r; return -1; }
+size_t rl_shm_size(const rl_shm_region *r) { (void)r; return 0; }
+uint8_t *rl_shm_base(const rl_shm_region *r) { (void)r; return NULL; }
+int rl_shm_alloc(rl_shm_region *r, size_t len, uint64_t *off) { (void)r; (void)len; (void)off; return -1; }
+int rl_shm_release(rl_shm_region *r, uint64_t off) { (void)r; (void)off; return -1; }
+size_t rl_shm_in_use(rl_shm_region *r) { (void)r; return 0; }
+rl_shm_map *rl_shm_map_fd(int fd, uint64_t expect_size, const char **why) {
+    (void)fd; (void)expect_size;
+    if (why) *why = "shared memory: not supported on this platform";
+    return NULL;
+}
+rl_shm_map *rl_shm_map_ref(rl_shm_map *m) { return m; }
+void rl_shm_map_unref(rl_shm_map *m) { (void)m; }
+uint8_t *rl_shm_map_base(const rl_shm_map *m) { (void)m; return NULL; }
+uint64_t rl_shm_map_size(const rl_shm_map *m) { (void)m; return 0; }
+int rl_shm_map_holds(const rl_shm_map *m, uint64_t off, uint64_t len) { (void)m; (void)off; (void)len; return 0; }
+void rl_shm_map_forget(rl_shm_map *m, uint64_t off, uint64_t len) { (void)m; (void)off; (void)len; }
+void rl_shm_close_fd(int fd) { (void)fd; }
+ssize_t rl_sock_write_fd(int sock, const void *p, size_t n, int fd) {
+    (void)sock; (void)p; (void)n; (void)fd;
+    return RL_ECONNLOST;
+}
+ssize_t rl_sock_read_fds(int sock, void *buf, size_t n, int *fds, int max, int *nfds) {
+    (void)sock; (void)buf; (void)n; (void)fds; (void)max;
+    *nfds = 0;
+    return RL_ECONNLOST;
+}
+#else
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -262,6 +296,15 @@ void rl_shm_map_unref(rl_shm_map *m) {
 uint8_t *rl_shm_map_base(const rl_shm_map *m) { return m->base; }
 uint64_t rl_shm_map_size(const rl_shm_map *m) { return m->size; }
 
+int rl_shm_map_holds(const rl_shm_map *m, uint64_t off, uint64_t len) {
+#ifdef __linux__
+    return off % page_size() == 0 && off <= m->size && len <= m->size - off;
+#else
+    (void)m; (void)off; (void)len;   /* no map can exist: rl_shm_map_fd fails */
+    return 0;
+#endif
+}
+
 void rl_shm_map_forget(rl_shm_map *m, uint64_t off, uint64_t len) {
 #ifdef __linux__
     size_t page = page_size();
@@ -281,6 +324,10 @@ void rl_shm_map_forget(rl_shm_map *m, uint64_t off, uint64_t len) {
 /* ------------------------------------------------------------------------ */
 /* descriptor passing (SCM_RIGHTS, POSIX)                                     */
 /* ------------------------------------------------------------------------ */
+void rl_shm_close_fd(int fd) {
+    if (fd >= 0) close(fd);
+}
+
 ssize_t rl_sock_write_fd(int sock, const void *p, size_t n, int fd) {
     /* A stream socket sends nothing for 0 bytes, so the fd could not go. */
     if (n == 0) return 0;
@@ -376,3 +423,4 @@ out:
     if (ctl != cb.buf) free(ctl);
     return r;
 }
+#endif /* !_WIN32 */

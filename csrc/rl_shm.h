@@ -73,6 +73,10 @@ void rl_shm_map_unref(rl_shm_map *m);           /* unmaps at zero; NULL allowed 
 uint8_t *rl_shm_map_base(const rl_shm_map *m);
 uint64_t rl_shm_map_size(const rl_shm_map *m);
 
+/* Whether [off, off + len) is where a sender may put a slot: off a
+ * multiple of the page size, the range inside the map (overflow-safe). */
+int rl_shm_map_holds(const rl_shm_map *m, uint64_t off, uint64_t len);
+
 /* Drop this process's private copies of the pages of [off, off + len)
  * (both page-aligned by the sender's rules; len is rounded up to whole
  * pages), so that they show the region's content again. Call before
@@ -80,6 +84,8 @@ uint64_t rl_shm_map_size(const rl_shm_map *m);
 void rl_shm_map_forget(rl_shm_map *m, uint64_t off, uint64_t len);
 
 /* ---- passing a descriptor over an AF_UNIX stream socket ----------------- */
+/* Close a descriptor received with rl_sock_read_fds. */
+void rl_shm_close_fd(int fd);
 /* Write n bytes with fd attached (SCM_RIGHTS) to the first of them. Returns
  * bytes written (the fd went with them if > 0), RL_EAGAIN or RL_ECONNLOST. */
 ssize_t rl_sock_write_fd(int sock, const void *p, size_t n, int fd);
