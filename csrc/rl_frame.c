@@ -125,7 +125,8 @@ static uint32_t crc_sw(uint32_t c, const uint8_t *p, size_t n) {
     return c;
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(RL_HAVE_SSE42_CRC)
+#include <nmmintrin.h>
 /* Hardware CRC32C in three interleaved streams (the instruction has a
  * latency of 3 cycles and a throughput of 1), joined by multiplying the
  * earlier streams' CRCs by x^(8*len) mod P with precomputed tables. After
@@ -184,9 +185,8 @@ static inline uint32_t crc_shift(uint32_t zeros[][256], uint32_t crc) {
 
 /* Consume whole groups of three blk-byte blocks from p, each block in its
  * own stream, and fold the three CRCs into *c0. */
-__attribute__((target("sse4.2"))) static const uint8_t *crc_hw_3way(uint64_t *c0, const uint8_t *p,
-                                                                    size_t *n, size_t blk,
-                                                                    uint32_t zeros[][256]) {
+RL_TARGET_SSE42 static const uint8_t *crc_hw_3way(uint64_t *c0, const uint8_t *p, size_t *n, size_t blk,
+                                                  uint32_t zeros[][256]) {
     while (*n >= 3 * blk) {
         uint64_t a = *c0, b = 0, c = 0, v0, v1, v2;
         const uint8_t *end = p + blk;
@@ -194,9 +194,9 @@ __attribute__((target("sse4.2"))) static const uint8_t *crc_hw_3way(uint64_t *c0
             memcpy(&v0, p, 8);
             memcpy(&v1, p + blk, 8);
             memcpy(&v2, p + 2 * blk, 8);
-            a = __builtin_ia32_crc32di(a, v0);
-            b = __builtin_ia32_crc32di(b, v1);
-            c = __builtin_ia32_crc32di(c, v2);
+            a = _mm_crc32_u64(a, v0);
+            b = _mm_crc32_u64(b, v1);
+            c = _mm_crc32_u64(c, v2);
             p += 8;
         } while (p < end);
         a = crc_shift(zeros, (uint32_t)a) ^ (uint32_t)b;
@@ -207,24 +207,24 @@ __attribute__((target("sse4.2"))) static const uint8_t *crc_hw_3way(uint64_t *c0
     return p;
 }
 
-__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const uint8_t *p, size_t n) {
+RL_TARGET_SSE42 static uint32_t crc_hw(uint32_t c, const uint8_t *p, size_t n) {
     if (!rl_atomic_load(&crc_hw_ready, RL_ACQUIRE)) {
         crc_zeros(crc_long, CRC_LONG);     /* idempotent: racing threads write the same */
         crc_zeros(crc_short, CRC_SHORT);
         rl_atomic_store(&crc_hw_ready, 1, RL_RELEASE);
     }
     uint64_t c0 = c, v0;
-    while (n && ((uintptr_t)p & 7)) { c0 = __builtin_ia32_crc32qi((uint32_t)c0, *p++); n--; }
+    while (n && ((uintptr_t)p & 7)) { c0 = _mm_crc32_u8((uint32_t)c0, *p++); n--; }
     p = crc_hw_3way(&c0, p, &n, CRC_LONG, crc_long);
     p = crc_hw_3way(&c0, p, &n, CRC_SHORT, crc_short);
     while (n >= 8) {
         memcpy(&v0, p, 8);
-        c0 = __builtin_ia32_crc32di(c0, v0);
+        c0 = _mm_crc32_u64(c0, v0);
         p += 8;
         n -= 8;
     }
     uint32_t c32 = (uint32_t)c0;
-    while (n--) c32 = __builtin_ia32_crc32qi(c32, *p++);
+    while (n--) c32 = _mm_crc32_u8(c32, *p++);
     return c32;
 }
 
@@ -232,8 +232,7 @@ static int have_sse42(void) {
     static int v = -1;
     int x = rl_atomic_load(&v, RL_RELAXED);
     if (x < 0) {
-        __builtin_cpu_init();
-        x = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+        x = rl_cpu_has_sse42();
         rl_atomic_store(&v, x, RL_RELAXED);
     }
     return x;
@@ -246,7 +245,7 @@ int rl_crc32c_force_software;
 uint32_t rl_crc32c(uint32_t crc, const void *p, size_t n) {
     uint32_t c = ~crc;
     if (n == 0) return crc;
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(RL_HAVE_SSE42_CRC)
     if (!rl_crc32c_force_software && have_sse42()) return ~crc_hw(c, (const uint8_t *)p, n);
 #endif
     return ~crc_sw(c, (const uint8_t *)p, n);

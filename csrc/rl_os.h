@@ -90,6 +90,29 @@ static inline long long rl__aadd(volatile void *p, size_t size, unsigned long lo
 #define rl_atomic_sub(p, v, order) __atomic_sub_fetch((p), (v), (order))
 #endif
 
+/* ---- CPU features: the SSE4.2 CRC32 instruction (x86-64) ------------------- */
+/* RL_HAVE_SSE42_CRC: this compiler can emit it in a function marked
+ * RL_TARGET_SSE42 (via <nmmintrin.h>'s _mm_crc32_*) while the rest of the
+ * program stays baseline x86-64; rl_cpu_has_sse42() says whether this CPU
+ * runs it. MSVC needs no target attribute for intrinsics. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(_MSC_VER)
+#define RL_HAVE_SSE42_CRC 1
+#define RL_TARGET_SSE42 __attribute__((target("sse4.2")))
+static inline int rl_cpu_has_sse42(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("sse4.2") ? 1 : 0;
+}
+#elif defined(_MSC_VER) && defined(_M_X64) && !defined(__clang__)
+#include <intrin.h>
+#define RL_HAVE_SSE42_CRC 1
+#define RL_TARGET_SSE42
+static inline int rl_cpu_has_sse42(void) {
+    int r[4];
+    __cpuid(r, 1);
+    return (r[2] >> 20) & 1;   /* CPUID.1:ECX.SSE4_2 */
+}
+#endif
+
 /* ---- clock, sleep, memory -------------------------------------------------- */
 /* Nanoseconds / milliseconds from a monotonic clock (arbitrary epoch). */
 long long rl_mono_ns(void);
