@@ -12,10 +12,12 @@
 
 #include <stddef.h>
 #include <sys/types.h>
-#if defined(_MSC_VER) && !defined(RL_HAVE_SSIZE_T)
+#if defined(_MSC_VER) && !defined(HAVE_SSIZE_T) && !defined(RL_HAVE_SSIZE_T)
+/* MSVC has no ssize_t. CPython's PC/pyconfig.h declares the same typedef
+ * (__int64 on Win64) and HAVE_SSIZE_T; after Python.h it is already there. */
 #define RL_HAVE_SSIZE_T
 #include <basetsd.h>
-typedef SSIZE_T ssize_t;   /* the same type as Python's pyconfig.h declares */
+typedef SSIZE_T ssize_t;
 #endif
 
 #ifdef __cplusplus
