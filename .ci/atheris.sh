@@ -36,17 +36,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 [[ $ATHERIS_SECONDS =~ ^[0-9]+$ && $ATHERIS_SECONDS -ge 1 ]] ||
     { echo "ATHERIS_SECONDS must be a whole number of seconds >= 1" >&2; exit 2; }
 
-SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/rlink-atheris.XXXXXX")
-T0=$SECONDS
-on_exit() {
-    local rc=$?
-    rm -rf "$SCRATCH"
-    echo "=== atheris.sh: exit $rc after $((SECONDS - T0)) s"
-    exit "$rc"
-}
-trap on_exit EXIT
-die() { echo "atheris.sh: FAILED: $*" >&2; exit 1; }
-phase() { echo "--- $1 (at $((SECONDS - T0)) s)"; }
+# shellcheck source=lib.sh
+source "$REPO/.ci/lib.sh"
+ci_begin atheris.sh atheris
 
 command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (atheris >= 3 supports CPython 3.11+)"
 command -v "$CC" >/dev/null 2>&1 ||
@@ -55,16 +47,11 @@ echo "python: $("$PYTHON" -c 'import sys; print(sys.version.split()[0], sys.exec
 
 # ---- 1. venv ---------------------------------------------------------------------------------
 phase "venv and pip install atheris numpy Cython setuptools"
-VENV=$SCRATCH/venv
-"$PYTHON" -m venv "$VENV"
 # atheris from a wheel only: its source build needs a newer libFuzzer than
 # Debian 12's clang 14 ships. The cp311 manylinux wheel (3.0.0 when this was
 # written) carries its own libFuzzer and asan_with_fuzzer.so.
-if ! "$VENV/bin/python" -m pip install -q --progress-bar off --only-binary=atheris \
-    "atheris>=3.0,<4" "numpy>=2.0,<3" "Cython>=3.0.11,<4" "setuptools>=77" >"$SCRATCH/pip.log" 2>&1; then
-    cat "$SCRATCH/pip.log" >&2
-    die "pip could not install atheris (a wheel for this Python)/numpy/Cython/setuptools (see above)"
-fi
+ci_venv "pip could not install atheris (a wheel for this Python)/numpy/Cython/setuptools (see above)" \
+    --only-binary=atheris "atheris>=3.0,<4" "numpy>=2.0,<3" "Cython>=3.0.11,<4" "setuptools>=77"
 "$VENV/bin/python" -m pip list --format=freeze 2>/dev/null |
     grep -iE '^(atheris|numpy|cython|setuptools)==' | tr '\n' ' '
 echo
@@ -74,16 +61,7 @@ PRELOAD=$ATHERIS_DIR/asan_with_fuzzer.so
 
 # ---- 2. instrumented build in a scratch copy ------------------------------------------------
 phase "build rlink._core with clang, ASan+UBSan, fuzzer-no-link"
-SRC=$SCRATCH/src
-mkdir -p "$SRC"
-if git -C "$REPO" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-    # the tracked files as they are in the work tree (uncommitted edits included)
-    git -C "$REPO" ls-files -z | (cd "$REPO" && xargs -0 cp --parents -t "$SRC")
-else
-    cp -R "$REPO/setup.py" "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/LICENSE" \
-        "$REPO/rlink" "$REPO/csrc" "$SRC/"
-    rm -f "$SRC"/rlink/*.so "$SRC/rlink/_core.c"
-fi
+ci_copy_sources
 (
     cd "$SRC"
     env RLINK_SANITIZE=1 CC="$CC" LDSHARED="$CC -shared" \
@@ -92,9 +70,7 @@ fi
 ) >"$SCRATCH/build.log" 2>&1 || { tail -n 60 "$SCRATCH/build.log" >&2; die "building the extension"; }
 SO=$(echo "$SRC"/rlink/_core*.so)
 [[ -f $SO ]] || die "no rlink/_core*.so built"
-nm -D "$SO" >"$SCRATCH/nm.txt"   # to a file: grep -q in a pipe would SIGPIPE nm under pipefail
-grep -q ' U __asan_report' "$SCRATCH/nm.txt" || die "$SO is not ASan-instrumented"
-grep -q ' U __ubsan_handle' "$SCRATCH/nm.txt" || die "$SO is not UBSan-instrumented"
+ci_check_sanitized "$SO"     # also writes $SCRATCH/nm.txt
 grep -q ' U __sanitizer_cov' "$SCRATCH/nm.txt" || die "$SO has no libFuzzer coverage instrumentation"
 echo "built $(basename "$SO") ($(($(stat -c %s "$SO") / 1024)) KiB)"
 
@@ -114,13 +90,8 @@ for i, body in enumerate([bytes(range(256)), bytes(range(255, -1, -1)), b"\x07" 
 EOF
 SEEDS=$(find "$CORPUS" -type f | wc -l)
 
-# Cython's generated argument parsing computes `args + nargs` with args == NULL
-# and nargs == 0 in its vectorcall wrappers (__pyx_pw_*, inlined into
-# __pyx_tp_new_* for __cinit__; UBSan matches the outer function): clang's
-# UBSan calls that "applying zero offset to null pointer". Cython's
-# maintainers accept it (cython/cython#4872); it is not rlink's code, so it is
-# suppressed there, and only there: the same report anywhere else fails.
-printf '%s\n' 'pointer-overflow:__pyx_pw_' 'pointer-overflow:__pyx_tp_new_' >"$SCRATCH/ubsan.supp"
+# Cython's own NULL + 0 (cython/cython#4872): see ci_ubsan_suppressions in lib.sh.
+ci_ubsan_suppressions "$SCRATCH/ubsan.supp"
 # For local exploration while a known report is open (never in CI): more
 # suppression lines, e.g. ATHERIS_EXTRA_SUPPRESSIONS='pointer-overflow:_Reader_value'.
 if [[ -n ${ATHERIS_EXTRA_SUPPRESSIONS:-} ]]; then

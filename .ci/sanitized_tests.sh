@@ -34,17 +34,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 # This script chooses the build knobs itself.
 unset RLINK_SANITIZE RLINK_DEBUG RLINK_ANNOTATE
 
-SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/rlink-sanitized.XXXXXX")
-T0=$SECONDS
-on_exit() {
-    local rc=$?
-    rm -rf "$SCRATCH"
-    echo "=== sanitized_tests.sh: exit $rc after $((SECONDS - T0)) s"
-    exit "$rc"
-}
-trap on_exit EXIT
-die() { echo "sanitized_tests.sh: FAILED: $*" >&2; exit 1; }
-phase() { echo "--- $1 (at $((SECONDS - T0)) s)"; }
+# shellcheck source=lib.sh
+source "$REPO/.ci/lib.sh"
+ci_begin sanitized_tests.sh sanitized
 
 command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found"
 # The compiler: SANITIZED_CC, else the one Python was built with (gcc here).
@@ -68,24 +60,12 @@ echo "python: $("$PYTHON" -c 'import sys; print(sys.version.split()[0], sys.exec
 
 # ---- 1. venv ---------------------------------------------------------------------------------
 phase "venv with the build requirements and the test extras"
-VENV=$SCRATCH/venv
-"$PYTHON" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --progress-bar off "setuptools>=77" "Cython>=3.0.11,<4" \
-    "numpy>=2.0,<3" "pytest>=7" "hypothesis>=6" "mypy>=1.18" >"$SCRATCH/pip.log" 2>&1 ||
-    { cat "$SCRATCH/pip.log" >&2; die "pip install of the build and test requirements"; }
+ci_venv "pip install of the build and test requirements" "setuptools>=77" "Cython>=3.0.11,<4" \
+    "numpy>=2.0,<3" "pytest>=7" "hypothesis>=6" "mypy>=1.18"
 
 # ---- 2. sanitized build from a scratch copy -------------------------------------------------
 phase "build and install rlink with RLINK_SANITIZE=1"
-SRC=$SCRATCH/src
-mkdir -p "$SRC"
-if git -C "$REPO" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-    # the tracked files as they are in the work tree (uncommitted edits included)
-    git -C "$REPO" ls-files -z | (cd "$REPO" && xargs -0 cp --parents -t "$SRC")
-else
-    cp -R "$REPO/setup.py" "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/LICENSE" \
-        "$REPO/MANIFEST.in" "$REPO/rlink" "$REPO/csrc" "$SRC/"
-    rm -f "$SRC"/rlink/*.so "$SRC/rlink/_core.c"
-fi
+ci_copy_sources
 env "${BUILD_ENV[@]}" RLINK_SANITIZE=1 "$VENV/bin/python" -m pip install -q --progress-bar off --no-deps \
     --no-build-isolation --no-cache-dir "$SRC" >"$SCRATCH/build.log" 2>&1 ||
     { tail -n 60 "$SCRATCH/build.log" >&2; die "building rlink with RLINK_SANITIZE=1"; }
@@ -93,7 +73,7 @@ env "${BUILD_ENV[@]}" RLINK_SANITIZE=1 "$VENV/bin/python" -m pip install -q --pr
 # ---- 3. is it the sanitized build that gets imported? -------------------------------------------
 # clang's UBSan (not gcc's) also reports Cython's own NULL + 0 in its
 # argument-parsing wrappers (cython/cython#4872): suppressed there only.
-printf '%s\n' 'pointer-overflow:__pyx_pw_' 'pointer-overflow:__pyx_tp_new_' >"$SCRATCH/ubsan.supp"
+ci_ubsan_suppressions "$SCRATCH/ubsan.supp"
 SAN_ENV=(LD_PRELOAD="$LIBASAN" PYTHONMALLOC=malloc ASAN_OPTIONS=detect_leaks=0
          UBSAN_OPTIONS="print_stacktrace=1:suppressions=$SCRATCH/ubsan.supp" CI=true
          PATH="$VENV/bin:$PATH"
@@ -108,9 +88,7 @@ case $SO in
     "$VENV"/*) ;;
     *) die "rlink._core was imported from $SO, not from the venv" ;;
 esac
-nm -D "$SO" >"$SCRATCH/nm.txt"
-grep -q ' U __asan_report' "$SCRATCH/nm.txt" || die "$SO is not ASan-instrumented"
-grep -q ' U __ubsan_handle' "$SCRATCH/nm.txt" || die "$SO is not UBSan-instrumented"
+ci_check_sanitized "$SO"
 echo "sanitized extension: $SO"
 
 # ---- 4. the suite ------------------------------------------------------------------------------

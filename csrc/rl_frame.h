@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rl_crc.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -113,10 +115,6 @@ void rl_header_encode(const rl_header *h, uint8_t out[RL_HEADER_SIZE]);
  * RL_EPROTO or RL_ELIMIT. */
 int rl_header_decode(const uint8_t in[RL_HEADER_SIZE], uint64_t max_message_bytes,
                      rl_header *h);
-/* CRC32C (Castagnoli), continuing from crc (start with 0). Uses the SSE4.2
- * instruction where the CPU has it. Thread-safe. */
-uint32_t rl_crc32c(uint32_t crc, const void *p, size_t n);
-extern int rl_crc32c_force_software;   /* tests only: 1 = skip the SSE4.2 path */
 /* With RL_FLAG_CHECKSUM, header bytes 40..43 hold the body's CRC32C and
  * bytes 44..47 the CRC32C of header bytes 0..43. */
 #define RL_HEADER_HCRC_OFFSET 44u

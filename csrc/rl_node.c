@@ -109,6 +109,12 @@ typedef struct rl_session {
 #define MAX_SESSIONS 4096
 /* Wake the learner's I/O thread to acknowledge once this many messages are owed. */
 #define ACK_EVERY 256
+/* An acknowledged small frame's buffer is kept for the next one (a malloc
+ * and a free less per message): at most RET_POOL_MAX buffers of at most
+ * RET_POOL_BUF bytes each, RET_POOL_BYTES in all, per node. */
+#define RET_POOL_MAX 1024
+#define RET_POOL_BUF (16u * 1024u)
+#define RET_POOL_BYTES ((size_t)1 << 20)
 
 typedef struct retained_frame {
     uint64_t seq;
@@ -178,6 +184,10 @@ struct rl_node {
     retained_frame *ret;
     size_t ret_cap, ret_head, ret_n;
     uint64_t ret_bytes;
+    int ret_waiters;           /* threads waiting for the window to shrink */
+    rl_buf *ret_pool[RET_POOL_MAX];   /* acknowledged small frames' buffers, for reuse */
+    int ret_pool_n;
+    size_t ret_pool_bytes;
 
     /* learner, reliable mode (under mu) */
     rl_session **sessions;
@@ -510,13 +520,11 @@ static uint32_t body_crc(const uint8_t *frame, size_t size) {
     return rl_crc32c(0, frame + RL_HEADER_SIZE, size - RL_HEADER_SIZE);
 }
 
-/* Recompute both checksums of a whole frame held in one buffer whose
- * flags byte has RL_FLAG_CHECKSUM set. */
-static void reseal_frame(uint8_t *frame, size_t size) {
-    uint32_t crc = body_crc(frame, size);
-    memcpy(frame + 40, &crc, 4);
-    crc = rl_crc32c(0, frame, RL_HEADER_HCRC_OFFSET);
-    memcpy(frame + RL_HEADER_HCRC_OFFSET, &crc, 4);
+/* Recompute the header's own checksum after a change to its flags byte
+ * (RL_FLAG_CHECKSUM set; the body and so its checksum are unchanged). */
+static void reseal_header(uint8_t *frame) {
+    uint32_t crc = rl_crc32c(0, frame, RL_HEADER_HCRC_OFFSET);
+    for (int i = 0; i < 4; i++) frame[RL_HEADER_HCRC_OFFSET + i] = (uint8_t)(crc >> (8 * i));
 }
 
 /* Actor, reliable session: a trajectory gets the next sequence number and a
@@ -527,31 +535,39 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
     int rc = RL_OK;
     /* Back-pressure on the un-acked window (not under rel_mu: the reconnect
      * that would free it needs rel_mu). */
+    rl_buf *b = NULL;
     rl_mutex_lock(&n->mu);
+    n->ret_waiters++;
     while (!n->closing && !n->failed && n->ret_n > 0 &&
            n->ret_bytes + total > n->cfg.retain_max_bytes) {
         if (rl_cond_wait_until(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
     }
+    n->ret_waiters--;
     if (!rc && n->closing) rc = RL_ECLOSED;
     if (!rc && n->failed) rc = RL_ECONNLOST;
+    if (!rc && n->ret_pool_n && n->ret_pool[n->ret_pool_n - 1]->cap >= total) {
+        b = n->ret_pool[--n->ret_pool_n];
+        n->ret_pool_bytes -= b->cap;
+    }
     rl_mutex_unlock(&n->mu);
     if (rc) return rc;
 
     /* Copy and checksum the body outside every lock. */
-    rl_buf *b = rl_buf_new((size_t)total);
-    if (!b) return RL_ENOMEM;
+    if (!b) {
+        /* small frames get a size class, so that the pool fits the next one */
+        size_t cap = (size_t)total;
+        if (cap <= RET_POOL_BUF) {
+            cap = 256;
+            while (cap < total) cap *= 2;
+        }
+        b = rl_buf_new(cap);
+        if (!b) return RL_ENOMEM;
+    }
     size_t off = RL_HEADER_SIZE;
     uint32_t bcrc = 0;
-    for (int i = 0; i < iovcnt; i++) {
-        /* copy and checksum in cache-sized steps: one pass over memory */
-        const uint8_t *src = iov[i].base;
-        for (size_t done = 0; done < iov[i].len;) {
-            size_t step = iov[i].len - done < 65536 ? iov[i].len - done : 65536;
-            memcpy(b->data + off, src + done, step);
-            bcrc = rl_crc32c(bcrc, b->data + off, step);
-            off += step;
-            done += step;
-        }
+    for (int i = 0; i < iovcnt; i++) {   /* one pass over the caller's memory */
+        bcrc = rl_crc32c_copy(bcrc, b->data + off, iov[i].base, iov[i].len);
+        off += iov[i].len;
     }
     b->len = off;
     h.flags |= RL_FLAG_CHECKSUM;
@@ -591,10 +607,8 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
         rl_mutex_lock(&c->send_mu);
         if (!c->closed) {
             int had_out = c->want_out;
-            /* small frames are copied so a burst coalesces into few iovecs */
-            int put = total <= BATCH_MAX_FRAME ? ring_put_copy(c, b->data, b->len)
-                                               : ring_put_ref(c, b, b->data, b->len);
-            if (put == 0) {
+            /* the ring shares the retained buffer: no second copy, no chunk */
+            if (ring_put_ref(c, b, b->data, b->len) == 0) {
                 ring_mark_message(c);
                 CONN_COUNT(c, msgs_out, frame_bytes_out, b->len);
                 c->last_seq = h.seq;
@@ -750,17 +764,19 @@ int rl_node_publish(rl_node *n, const rl_header *hin, const rl_iov *iov, int iov
     if (n->cfg.role != RL_ROLE_LEARNER) return RL_EINVAL;
     rl_buf *b = rl_buf_new((size_t)total);
     if (!b) return RL_ENOMEM;
-    h.seq = h.ack = 0;
-    rl_header_encode(&h, b->data);
+    /* Parameters always carry a checksum, computed while copying: one pass
+     * over the caller's memory, once per publish. */
     size_t off = RL_HEADER_SIZE;
+    uint32_t crc = 0;
     for (int i = 0; i < iovcnt; i++) {
-        if (iov[i].len) memcpy(b->data + off, iov[i].base, iov[i].len);
+        crc = rl_crc32c_copy(crc, b->data + off, iov[i].base, iov[i].len);
         off += iov[i].len;
     }
     b->len = off;
-    /* Parameters always carry a checksum: one pass, once per publish. */
-    b->data[1] |= RL_FLAG_CHECKSUM;
-    reseal_frame(b->data, b->len);
+    h.seq = h.ack = 0;
+    h.flags |= RL_FLAG_CHECKSUM;
+    h.crc = crc;
+    rl_header_encode(&h, b->data);
     STAT_ADD(n, st_sent, 1);
 
     rl_mutex_lock(&n->mu);
@@ -795,12 +811,23 @@ static void take_ack(rl_node *n, uint64_t ack) {
         n->acked = ack;
         while (n->ret_n && n->ret[n->ret_head].seq <= ack) {
             retained_frame *r = &n->ret[n->ret_head];
-            n->ret_bytes -= r->buf->len;
-            rl_buf_unref(r->buf);
+            rl_buf *b = r->buf;
+            n->ret_bytes -= b->len;
+            /* the only reference (no ring holds it) to a small buffer: keep it */
+            if (b->cap <= RET_POOL_BUF && n->ret_pool_n < RET_POOL_MAX &&
+                n->ret_pool_bytes + b->cap <= RET_POOL_BYTES &&
+                rl_atomic_load(&b->refs, RL_ACQUIRE) == 1) {
+                b->len = 0;
+                n->ret_pool[n->ret_pool_n++] = b;
+                n->ret_pool_bytes += b->cap;
+            } else {
+                rl_buf_unref(b);
+            }
             n->ret_head = (n->ret_head + 1) % n->ret_cap;
             n->ret_n--;
         }
-        rl_cond_broadcast(&n->cv);
+        /* only senders held back by a full window (and wait_acked) care */
+        if (n->ret_waiters) rl_cond_broadcast(&n->cv);
     }
     rl_mutex_unlock(&n->mu);
 }
@@ -1788,7 +1815,7 @@ static int attach_conn(rl_node *n, int fd, int local, const rl_hello *peer) {
             if (r->seq <= peer->resume_seq) continue;
             if (restarted && r->queued && !(r->buf->data[1] & RL_FLAG_REDELIVERED)) {
                 r->buf->data[1] |= RL_FLAG_REDELIVERED;
-                reseal_frame(r->buf->data, r->buf->len);
+                reseal_header(r->buf->data);
             }
             if (ring_put_ref(c, r->buf, r->buf->data, r->buf->len) == 0) ring_mark_message(c);
             r->queued = 1;
@@ -1837,9 +1864,11 @@ int rl_node_wait_acked(rl_node *n, int timeout_ms) {
     long long deadline = to_deadline(timeout_ms);
     int rc = RL_OK;
     rl_mutex_lock(&n->mu);
+    n->ret_waiters++;
     while (n->ret_n > 0 && !n->failed) {
         if (rl_cond_wait_until(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
     }
+    n->ret_waiters--;
     if (n->ret_n > 0) rc = RL_ETIMEDOUT;
     rl_mutex_unlock(&n->mu);
     return rc;
@@ -1960,11 +1989,11 @@ int rl_node_recv(rl_node *n, int qi, rl_msg **out, int max, int timeout_ms) {
              * otherwise cost two thread wake-ups per call. A rate-limited
              * ack goes out with the next read or within the I/O thread's
              * poll interval. */
-            if (n->ack_dirty && !n->ack_wake_sent) {
-                long long t = ack_wake ? 0 : rl_now_ms();
-                if (ack_wake || (!n->q[qi].head && t - n->last_ack_wake_ms >= 1)) {
+            if (n->ack_dirty && !n->ack_wake_sent && (ack_wake || !n->q[qi].head)) {
+                long long t = rl_now_ms();
+                if (ack_wake || t - n->last_ack_wake_ms >= 1) {
                     n->ack_wake_sent = 1;
-                    n->last_ack_wake_ms = t ? t : rl_now_ms();
+                    n->last_ack_wake_ms = t;
                     rl_waker_wake(&n->waker);
                 }
             }
@@ -2108,6 +2137,7 @@ void rl_node_destroy(rl_node *n) {
     rl_msg_free(n->params_in);
     rl_buf_unref(n->params);
     for (size_t i = 0; i < n->ret_n; i++) rl_buf_unref(n->ret[(n->ret_head + i) % n->ret_cap].buf);
+    for (int i = 0; i < n->ret_pool_n; i++) rl_buf_unref(n->ret_pool[i]);
     free(n->ret);
     for (int i = 0; i < n->nsessions; i++) free(n->sessions[i]);
     free(n->sessions);

@@ -160,17 +160,20 @@ class _Node:
     """What learners and actors share: lifecycle, fork safety, event logging."""
 
     _core: Any = None
+    # Set in a child process after fork() (see _after_fork_in_child): a flag
+    # rather than comparing os.getpid() on every call, a system call per
+    # message in the send and receive paths.
+    _forked = False
 
     def _init_core(self, core: Any) -> None:
         self._core = core
-        self._pid = os.getpid()
         _live.add(self)
 
     def _core_or_raise(self) -> Any:
         core = self._core
         if core is None:
             raise _errors.ClosedError(f"{type(self).__name__} is closed; create a new one")
-        if self._pid != os.getpid():
+        if self._forked:
             raise _errors.ClosedError(
                 f"{type(self).__name__} was created in another process and cannot be used after fork(); "
                 f"create a new node in this process")
@@ -214,7 +217,7 @@ class _Node:
         core = self._core
         if core is None:
             return
-        if self._pid != os.getpid():
+        if self._forked:
             self._core = None
             return
         core.close(float(timeout))
@@ -228,6 +231,7 @@ class _Node:
         self.close()
 
     def _after_fork_in_child(self) -> None:
+        self._forked = True
         core = self._core
         if core is not None:
             core.abandon()
@@ -575,7 +579,7 @@ class ActorNode(_Node):
         seconds for the learner to acknowledge every retained message; what
         is still un-acknowledged then is discarded and logged."""
         core = self._core
-        if core is not None and self._pid == os.getpid() and getattr(self, "reliable", False):
+        if core is not None and not self._forked and getattr(self, "reliable", False):
             if not core.wait_acked(float(timeout)):
                 log.warning("%s: closing with %d un-acknowledged messages discarded",
                             self, core.stats()["retained"])

@@ -1,14 +1,22 @@
 """Shared fixtures for the rlink test suite.
 
 pytest runs in importlib mode (see pyproject.toml), so test modules cannot
-import a helpers module from this directory; shared pieces live here as
-fixtures. Every node is created with ``port=0`` and closed on teardown.
+import a helpers module from this directory (nor this file); shared pieces
+live here as fixtures, and a shared helper function is a fixture that
+returns the function: a test asks for ``wait_until``, ``peer_closed`` or
+``free_port`` by name and calls what it gets. A module that needs different
+defaults overrides the fixture, taking this one as its argument (see
+test_hostile.py). Every node is created with ``port=0`` and closed on
+teardown.
 """
 from __future__ import annotations
 
 import os
+import socket
 import sys
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -76,3 +84,76 @@ def make_actor(learner, transport):
     yield make
     for node in reversed(made):
         node.close()
+
+
+# ---- helper functions, as fixtures -------------------------------------------
+def _wait_until(cond, timeout=T, interval=0.005):
+    """Poll ``cond`` until true or ``timeout`` passes; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)
+
+
+@pytest.fixture
+def wait_until():
+    """``wait_until(cond, timeout=T, interval=0.005)``: poll ``cond`` until it
+    is true or ``timeout`` passes; returns its last value."""
+    return _wait_until
+
+
+class Closed(NamedTuple):
+    """What ``peer_closed`` saw; true if and only if the peer closed."""
+    closed: bool    # EOF or reset within the timeout
+    head: bytes     # the first 4 KiB the peer sent before that
+    total: int      # how many bytes it sent in all
+
+    def __bool__(self) -> bool:
+        return self.closed
+
+
+def _peer_closed(sock, timeout=T) -> Closed:
+    """Read (and discard) until the peer closes the socket (EOF or reset) or
+    ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    head, total = bytearray(), 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return Closed(False, bytes(head), total)
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(1 << 16)
+        except ConnectionError:
+            return Closed(True, bytes(head), total)
+        except socket.timeout:
+            return Closed(False, bytes(head), total)
+        if not chunk:
+            return Closed(True, bytes(head), total)
+        total += len(chunk)
+        if len(head) < 4096:
+            head += chunk[:4096 - len(head)]
+
+
+@pytest.fixture
+def peer_closed():
+    """``peer_closed(sock, timeout=T)``: read until the peer closes ``sock``
+    (EOF or reset); returns a ``Closed(closed, head, total)``, true if it
+    closed within ``timeout``."""
+    return _peer_closed
+
+
+def _free_port(family=socket.AF_INET, host="127.0.0.1"):
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def free_port():
+    """``free_port(family=AF_INET, host="127.0.0.1")``: a port nothing listens
+    on (bound, then released)."""
+    return _free_port

@@ -48,20 +48,6 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return out
 
 
-def _closed_by_peer(sock: socket.socket, timeout: float = T) -> bool:
-    sock.settimeout(timeout)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if sock.recv(4096) == b"":
-                return True
-    except ConnectionError:
-        return True
-    except socket.timeout:
-        return False
-    return False
-
-
 def _reasons(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if "dropped a connection" in r.getMessage()]
 
@@ -138,7 +124,7 @@ def test_mismatched_keys_refused_before_anything_flows(caplog, monkeypatch, lear
 
 
 @little_endian_only
-def test_handshake_by_the_document_and_replay_refused(caplog):
+def test_handshake_by_the_document_and_replay_refused(caplog, peer_closed):
     """A client written from PROTOCOL.md 3.5 with Python's hmac authenticates;
     replaying its bytes on a new connection does not."""
     caplog.set_level(logging.WARNING, logger="rlink")
@@ -171,7 +157,7 @@ def test_handshake_by_the_document_and_replay_refused(caplog):
             challenge2 = _recv_exact(s, 96)
             assert challenge2[32:64] != nonce_l, "the learner reused its nonce"
             s.sendall(proof_a + _core.encode_frame({"from": "replay"}))
-            assert _closed_by_peer(s)
+            assert peer_closed(s)
         assert _wait_for_reason(learner, caplog, "auth_key differs")
         with pytest.raises(rlink.TimeoutError):
             learner.receive(timeout=0.2)
@@ -260,13 +246,13 @@ def test_auth_key_type(bad):
 
 
 # ---- limits -----------------------------------------------------------------
-def test_max_connections(caplog):
+def test_max_connections(caplog, peer_closed):
     caplog.set_level(logging.WARNING, logger="rlink")
     with rlink.LearnerNode(port=0, max_connections=2) as learner, \
             rlink.ActorNode(learner.address, connect_timeout=T) as a1, \
             rlink.ActorNode(learner.address, connect_timeout=T) as a2:
         with socket.create_connection(("127.0.0.1", learner.port), timeout=T) as extra:
-            assert _closed_by_peer(extra)
+            assert peer_closed(extra)
         assert _wait_for_reason(learner, caplog, "max_connections")
         for a in (a1, a2):
             a.send_trajectory({"id": a.actor_id}, timeout=T)
@@ -288,13 +274,17 @@ def _nested(depth: int):
     return {"v": v}
 
 
-@pytest.mark.parametrize("name, small, message", [
+# (limit, a tight value, a message over it), for the receiver's and the sender's side
+LIMIT_CASES = [
     ("max_depth", 3, _nested(5)),
     ("max_ndim", 2, {"a": np.zeros((1, 1, 1))}),
     ("max_arrays", 2, {"a": [np.zeros(1)] * 3}),
     ("max_items", 10, {"a": list(range(20))}),
     ("max_str_bytes", 8, {"a": "x" * 9}),
-])
+]
+
+
+@pytest.mark.parametrize("name, small, message", LIMIT_CASES)
 def test_receiver_limits_drop_the_sender(caplog, name, small, message):
     """A learner with a tighter limit than its actor disconnects the actor when
     a message exceeds it, logs why, and keeps serving others."""
@@ -313,13 +303,7 @@ def test_receiver_limits_drop_the_sender(caplog, name, small, message):
         assert _reasons(caplog), "no reason was logged"
 
 
-@pytest.mark.parametrize("name, small, message", [
-    ("max_depth", 3, _nested(5)),
-    ("max_ndim", 2, {"a": np.zeros((1, 1, 1))}),
-    ("max_arrays", 2, {"a": [np.zeros(1)] * 3}),
-    ("max_items", 10, {"a": list(range(20))}),
-    ("max_str_bytes", 8, {"a": "x" * 9}),
-])
+@pytest.mark.parametrize("name, small, message", LIMIT_CASES)
 def test_sender_limits_refuse_before_sending(learner, name, small, message):
     with rlink.ActorNode(learner.address, connect_timeout=T, **{name: small}) as actor:
         with pytest.raises((ValueError, rlink.RLinkError)):

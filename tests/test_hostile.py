@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import hmac
 import itertools
@@ -160,49 +161,25 @@ def recv_exactly(sock, n, timeout=T) -> bytes:
     return out
 
 
-def wait_closed(sock, timeout=T):
-    """Read (and discard) until the peer closes: EOF or reset. Returns
-    (closed, first bytes received, total bytes received)."""
-    deadline = time.monotonic() + timeout
-    head, total = bytearray(), 0
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False, bytes(head), total
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(1 << 16)
-        except (ConnectionResetError, ConnectionAbortedError):
-            return True, bytes(head), total
-        except socket.timeout:
-            return False, bytes(head), total
-        if not chunk:
-            return True, bytes(head), total
-        total += len(chunk)
-        if len(head) < 4096:
-            head += chunk[:4096 - len(head)]
-
-
 def fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def wait_until(cond, timeout=T, interval=0.01):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(interval)
+@pytest.fixture
+def wait_until(wait_until):
+    """conftest.py's, polling every 10 ms here."""
+    return functools.partial(wait_until, interval=0.01)
 
 
 class Hostile:
     """What a case gets: the learner, the good actor, and raw-socket helpers.
     Every socket opened through ``connect`` is closed when the test ends."""
 
-    def __init__(self, learner, good, stack, received):
+    def __init__(self, learner, good, stack, received, wait_until, peer_closed):
         self.learner = learner
         self.good = good
+        self.wait_until = wait_until        # the fixtures (conftest.py), for the cases
+        self.peer_closed = peer_closed
         self.port = learner.port
         self._stack = stack
         self._received = received
@@ -229,7 +206,7 @@ class Hostile:
         return reply
 
     def expect_closed(self, sock, timeout=T) -> bytes:
-        closed, head, _total = wait_closed(sock, timeout)
+        closed, head, _total = self.peer_closed(sock, timeout)
         assert closed, f"the learner did not close the connection within {timeout} s"
         return head
 
@@ -346,7 +323,7 @@ def slowloris_hello(ctx):
         # pacing and the check for the learner's close in one: wait 100 ms
         readable, _, _ = select.select([s], [], [], 0.1)
         if readable:
-            closed, head, _ = wait_closed(s, T)
+            closed, head, _ = ctx.peer_closed(s, T)
             assert head == b""
             break
         try:
@@ -355,7 +332,7 @@ def slowloris_hello(ctx):
             closed = True
             break
     else:
-        closed, _, _ = wait_closed(s, T)
+        closed, _, _ = ctx.peer_closed(s, T)
     assert closed, "a trickled hello was never timed out"
     assert i < len(data) - 1, "the whole hello went out before the learner gave up"
 
@@ -713,7 +690,7 @@ def valid_frame_in_1_byte_writes(ctx):
     for i in range(len(f)):
         s.sendall(f[i:i + 1])
         time.sleep(0.0002)      # pacing, so the learner sees partial headers and bodies
-    assert wait_until(lambda: ctx.delivered_from(nid)), "the valid frame was not delivered"
+    assert ctx.wait_until(lambda: ctx.delivered_from(nid)), "the valid frame was not delivered"
     (got,) = ctx.delivered_from(nid)
     _check_control(got)
     for b in header(BYE, 0):
@@ -727,7 +704,7 @@ def valid_frame_then_garbage(ctx):
     nid = new_id()
     ctx.expect_delivery(nid)
     ctx.violate(_core.encode_frame({"before": "garbage"}) + b"\xee" * 48, node_id=nid)
-    assert wait_until(lambda: ctx.delivered_from(nid))
+    assert ctx.wait_until(lambda: ctx.delivered_from(nid))
     assert ctx.delivered_from(nid) == [{"before": "garbage"}]
 
 
@@ -765,10 +742,10 @@ def never_reads_while_parameters_published(ctx):
     def newest():
         p = ctx.good.latest_parameters()
         return p is not None and p.version == n_pub
-    assert wait_until(newest), "the good actor did not get the newest parameters"
+    assert ctx.wait_until(newest), "the good actor did not get the newest parameters"
     p = ctx.good.latest_parameters()
     assert p.data["v"] == n_pub and p.data["w"][0] == n_pub
-    closed, head, total = wait_closed(s, T)
+    closed, head, total = ctx.peer_closed(s, T)
     assert closed, "the silent peer was never dropped"
     while head[:1] == bytes([HEARTBEAT]):   # the learner's, if a second passed first
         head = head[48:]
@@ -794,12 +771,12 @@ def ten_thousand_connections(ctx):
             for s in socks:
                 s.shutdown(socket.SHUT_WR)
             for s in socks:
-                closed, head, _ = wait_closed(s, T)
+                closed, head, _ = ctx.peer_closed(s, T)
                 assert closed and head == b""
         finally:
             for s in socks:
                 s.close()
-    assert wait_until(lambda: fd_count() <= before), (before, fd_count())
+    assert ctx.wait_until(lambda: fd_count() <= before), (before, fd_count())
     print(f"\nten_thousand_connections: fds {before} before, {fd_count()} after")
 
 
@@ -915,7 +892,7 @@ def _records(caplog, phrase, level=None):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_hostile_peer(name, caplog):
+def test_hostile_peer(name, caplog, wait_until, peer_closed):
     spec = CASES[name]
     caplog.set_level(logging.INFO, logger="rlink")
     errors: list[BaseException] = []
@@ -966,7 +943,7 @@ def test_hostile_peer(name, caplog):
             threads[-1].start()
         assert started.wait(T)
 
-        ctx = Hostile(learner, good, stack, received)
+        ctx = Hostile(learner, good, stack, received, wait_until, peer_closed)
         spec.fn(ctx)                                     # (c): the case checks the close
 
         # (a) the good actor's stream, complete and intact

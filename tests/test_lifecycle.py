@@ -21,24 +21,8 @@ import rlink
 T = 10.0
 
 
-# learner and actor fixtures come from conftest.py.
-
-
-def wait_until(cond, timeout=T, interval=0.005):
-    """Poll ``cond`` until true or ``timeout`` passes; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(interval)
-
-
-def free_port(family=socket.AF_INET, host="127.0.0.1"):
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+# learner and actor fixtures, and the wait_until, free_port and peer_closed
+# helpers, come from conftest.py.
 
 
 def run_in_thread(fn):
@@ -204,7 +188,7 @@ def test_close_wakes_blocked_actor_call(learner, call):
     assert len(errors) == 1 and isinstance(errors[0], rlink.ClosedError), errors
 
 
-def test_close_wakes_sender_blocked_on_full_queue():
+def test_close_wakes_sender_blocked_on_full_queue(wait_until):
     """A sender waiting for room in its send queue is woken by close() with ClosedError."""
     with rlink.LearnerNode(port=0, max_queue_messages=1) as learner:
         actor = rlink.ActorNode(learner.address, connect_timeout=T, send_queue_bytes=1 << 16)
@@ -243,7 +227,7 @@ def _unsent_bytes_to(port):
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc/net/tcp")
-def test_close_wakes_sender_blocked_writing_a_large_message():
+def test_close_wakes_sender_blocked_writing_a_large_message(wait_until):
     with rlink.LearnerNode(port=0, max_queue_messages=1) as learner:
         # TCP: the check below reads the kernel's TCP send queue
         actor = rlink.ActorNode(learner.address, connect_timeout=T, local=False)
@@ -337,7 +321,7 @@ def test_blocked_actor_woken_by_learner_close(call):
         assert len(errors) == 1 and isinstance(errors[0], rlink.ConnectionLostError), errors
 
 
-def test_sender_blocked_on_back_pressure_woken_by_learner_close():
+def test_sender_blocked_on_back_pressure_woken_by_learner_close(wait_until):
     learner = rlink.LearnerNode(port=0, max_queue_messages=1)
     try:
         with rlink.ActorNode(learner.address, connect_timeout=T, send_queue_bytes=1 << 16) as actor:
@@ -409,7 +393,7 @@ def test_learner_keeps_messages_from_departed_actor(learner):
 # --------------------------------------------------------------------------
 # connecting
 # --------------------------------------------------------------------------
-def test_connect_error_nothing_listening():
+def test_connect_error_nothing_listening(free_port):
     port = free_port()
     with pytest.raises(rlink.ConnectError) as ei:
         rlink.ActorNode(f"127.0.0.1:{port}", connect_timeout=0.5)
@@ -422,7 +406,7 @@ def test_connect_error_unresolvable_host():
         rlink.ActorNode("no-such-host.invalid:5555", connect_timeout=0.5)
 
 
-def test_actor_started_before_learner():
+def test_actor_started_before_learner(free_port):
     port = free_port()
     th, result, errors, started = run_in_thread(
         lambda: rlink.ActorNode(f"127.0.0.1:{port}", connect_timeout=T))
@@ -689,7 +673,7 @@ def test_close_with_stuck_receiver_returns_and_delivers_a_prefix():
         assert got >= 4
 
 
-def test_one_fast_actor_does_not_starve_another():
+def test_one_fast_actor_does_not_starve_another(wait_until):
     """A flood from one actor does not keep another actor's message waiting
     until the flood ends (each connection is read in turn)."""
     n_flood = 4000
@@ -775,6 +759,20 @@ def test_blocking_calls_interruptible_by_ctrl_c(learner, actor, call):
 # --------------------------------------------------------------------------
 # fork and threads
 # --------------------------------------------------------------------------
+def _wait_child(pid):
+    """The forked child's wait status; if it has not exited within T, it is
+    killed and the test fails."""
+    deadline = time.monotonic() + T
+    while time.monotonic() < deadline:
+        wpid, st = os.waitpid(pid, os.WNOHANG)
+        if wpid == pid:
+            return st
+        time.sleep(0.01)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child hung")
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
 def test_fork_child_cannot_use_parent_nodes(learner, actor):
     actor.send_trajectory({"before": "fork"}, timeout=T)
@@ -809,18 +807,7 @@ def test_fork_child_cannot_use_parent_nodes(learner, actor):
             code = 3
         finally:
             os._exit(code)
-    deadline = time.monotonic() + T
-    status = None
-    while time.monotonic() < deadline:
-        wpid, st = os.waitpid(pid, os.WNOHANG)
-        if wpid == pid:
-            status = st
-            break
-        time.sleep(0.01)
-    if status is None:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        pytest.fail("the forked child hung")
+    status = _wait_child(pid)
     assert os.WIFEXITED(status), status
     assert os.WEXITSTATUS(status) == 0, f"child check failed with code {os.WEXITSTATUS(status)}"
     # the parent's nodes still work, both ways
@@ -982,30 +969,15 @@ def test_connect_to_silent_server_times_out():
     assert len(errors) == 1 and isinstance(errors[0], rlink.ConnectError), errors
 
 
-def _peer_closed(sock, timeout=T):
-    """True once the peer closed (EOF or reset) within timeout."""
-    sock.settimeout(timeout)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if sock.recv(4096) == b"":
-                return True
-    except ConnectionError:
-        return True
-    except socket.timeout:
-        return False
-    return False
-
-
-def test_learner_drops_silent_and_garbage_clients():
+def test_learner_drops_silent_and_garbage_clients(peer_closed):
     with rlink.LearnerNode(port=0, handshake_timeout=0.3) as learner, \
             rlink.ActorNode(learner.address, connect_timeout=T) as good:
         silent = socket.create_connection(("127.0.0.1", learner.port), timeout=T)
         junk = socket.create_connection(("127.0.0.1", learner.port), timeout=T)
         try:
             junk.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"z" * 100)
-            assert _peer_closed(junk), "garbage hello was not rejected"
-            assert _peer_closed(silent), "a client that never sends a hello was kept"
+            assert peer_closed(junk), "garbage hello was not rejected"
+            assert peer_closed(silent), "a client that never sends a hello was kept"
         finally:
             silent.close()
             junk.close()
@@ -1015,7 +987,7 @@ def test_learner_drops_silent_and_garbage_clients():
 
 
 @pytest.mark.skipif(sys.byteorder != "little", reason="hand-built frames assume a little-endian host")
-def test_learner_drops_actor_that_breaks_the_protocol():
+def test_learner_drops_actor_that_breaks_the_protocol(peer_closed, wait_until):
     """A peer with a valid hello and then a malformed frame is dropped; the
     learner keeps serving its other actors and never delivers the bad frame."""
     with rlink.LearnerNode(port=0) as learner, \
@@ -1032,7 +1004,7 @@ def test_learner_drops_actor_that_breaks_the_protocol():
             # a TRAJ header announcing 4 bytes of meta that are not a dict
             header = struct.pack("<BBHIQQQQQ", 1, 0, 0, 4, 0, 0, 0, 0, 0)
             bad.sendall(header + b"\xff\xff\xff\xff")
-            assert _peer_closed(bad), "a malformed frame did not close the connection"
+            assert peer_closed(bad), "a malformed frame did not close the connection"
         finally:
             bad.close()
         assert wait_until(lambda: learner.actors == [good.actor_id])
@@ -1043,7 +1015,7 @@ def test_learner_drops_actor_that_breaks_the_protocol():
         assert m.data == {"still": "working"} and m.actor_id == good.actor_id
 
 
-def test_receiver_limit_lower_than_senders():
+def test_receiver_limit_lower_than_senders(wait_until):
     """PROTOCOL.md 6.4: a learner whose max_message_bytes is lower than the
     actor's closes that actor's connection; it keeps serving the others."""
     with rlink.LearnerNode(port=0, max_message_bytes=1 << 20) as learner, \
@@ -1081,18 +1053,7 @@ def test_fork_child_can_create_new_nodes(learner, actor):
             code = 3
         finally:
             os._exit(code)
-    deadline = time.monotonic() + T
-    status = None
-    while time.monotonic() < deadline:
-        wpid, st = os.waitpid(pid, os.WNOHANG)
-        if wpid == pid:
-            status = st
-            break
-        time.sleep(0.01)
-    if status is None:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        pytest.fail("the forked child hung")
+    status = _wait_child(pid)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     actor.send_trajectory({"parent": 1}, timeout=T)
     assert learner.receive(timeout=T) == {"parent": 1}
@@ -1117,7 +1078,7 @@ def _cycle():
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
-def test_no_fd_or_thread_leak():
+def test_no_fd_or_thread_leak(wait_until):
     _cycle()                       # warm up (lazy imports, allocator pools)
     gc.collect()
     fds0, py0, os0 = _fd_count(), threading.active_count(), _os_thread_count()
@@ -1135,7 +1096,7 @@ def test_no_fd_or_thread_leak():
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
-def test_no_fd_leak_on_failures():
+def test_no_fd_leak_on_failures(free_port, wait_until):
     gc.collect()
     fds0 = _fd_count()
     port = free_port()

@@ -13,17 +13,8 @@ import rlink
 T = 10.0
 
 
-# learner, actor and make_actor fixtures come from conftest.py.
-
-
-def wait_until(cond, timeout=T, interval=0.005):
-    """Poll ``cond`` until true or ``timeout`` passes; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(interval)
+# learner, actor and make_actor fixtures, and the wait_until helper, come from
+# conftest.py.
 
 
 def run_threads(targets):
@@ -57,7 +48,7 @@ def join_all(threads, errors, timeout=60):
 # --------------------------------------------------------------------------
 # many-to-one
 # --------------------------------------------------------------------------
-def test_many_to_one_8_actors_x_1000(learner, make_actor):
+def test_many_to_one_8_actors_x_1000(learner, make_actor, wait_until):
     n_actors, n_msgs = 8, 1000
     actors = [make_actor() for _ in range(n_actors)]
     ids = [a.actor_id for a in actors]
@@ -192,7 +183,7 @@ def test_wait_parameters_blocks_until_published(learner, actor):
     assert np.array_equal(result[0].data["x"], np.arange(3))
 
 
-def test_slow_actor_ends_with_newest(learner, make_actor):
+def test_slow_actor_ends_with_newest(learner, make_actor, wait_until):
     fast = make_actor()
     slow_wait = make_actor()
     slow_poll = make_actor()
@@ -338,7 +329,7 @@ def test_push_to_unknown_actor(learner, actor):
         learner.send(12345, {"x": 1}, timeout=T)
 
 
-def test_push_to_departed_actor(learner, make_actor):
+def test_push_to_departed_actor(learner, make_actor, wait_until):
     a = make_actor()
     aid = a.actor_id
     assert aid in learner.actors
@@ -355,7 +346,7 @@ def test_push_to_departed_actor(learner, make_actor):
     assert wait_until(send_fails)
 
 
-def test_learner_actors_lists_connected(learner, make_actor):
+def test_learner_actors_lists_connected(learner, make_actor, wait_until):
     assert learner.actors == []
     actors = [make_actor() for _ in range(3)]
     ids = {a.actor_id for a in actors}
@@ -523,7 +514,7 @@ def test_push_to_actor_id_zero_is_unknown(learner, make_actor):
         learner.send(0, {"x": 0}, timeout=T)
 
 
-def test_reply_to_departed_actor(learner):
+def test_reply_to_departed_actor(learner, wait_until):
     actor = rlink.ActorNode(learner.address, connect_timeout=T)
     try:
         with pytest.raises(rlink.TimeoutError):

@@ -23,6 +23,7 @@ printed and written as JSON to ``$RLINK_FAULTS_JSON`` (default:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -162,14 +163,10 @@ def wait_progress(cond: threading.Condition, count: Callable[[], int], n: int, i
             cond.wait(min(1.0, idle - (now - since)))
 
 
-def wait_until(cond: Callable[[], bool], timeout: float = T, interval: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if cond():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
+@pytest.fixture
+def wait_until(wait_until):
+    """conftest.py's, polling every 10 ms here."""
+    return functools.partial(wait_until, interval=0.01)
 
 
 def message(i: int, size: int) -> dict:
@@ -322,7 +319,7 @@ def test_actor_may_ask_for_reliable_mode():
             rx.close()
 
 
-def test_stats_keys_and_clean_counters():
+def test_stats_keys_and_clean_counters(wait_until):
     with rlink.LearnerNode(port=0, reliable=True) as learner, \
             rlink.ActorNode(learner.address, connect_timeout=T) as actor:
         a, l_ = actor.stats(), learner.stats()
@@ -346,7 +343,7 @@ def test_stats_keys_and_clean_counters():
 # --------------------------------------------------------------------------
 # retention, retry limit, reconnect()
 # --------------------------------------------------------------------------
-def test_sends_while_disconnected_are_retained_then_block():
+def test_sends_while_disconnected_are_retained_then_block(wait_until):
     retain = 64 << 10
     learner = rlink.LearnerNode(port=0, reliable=True)
     port = learner.port
@@ -457,7 +454,7 @@ def test_parameters_latest_after_reconnect():
         assert [k for _, k in proxy.events].count("refuse") == 2
 
 
-def test_request_in_flight_at_disconnect_raises_and_is_never_answered_twice():
+def test_request_in_flight_at_disconnect_raises_and_is_never_answered_twice(wait_until):
     with rlink.LearnerNode(port=0, reliable=True) as learner, FaultProxy(learner.address) as proxy, \
             rlink.ActorNode(proxy.address, **ACTOR_KW) as actor:
         result: list = []
@@ -488,7 +485,7 @@ def test_request_in_flight_at_disconnect_raises_and_is_never_answered_twice():
         assert result[1] == {"n": 2}
 
 
-def test_blackholed_peer_detected_when_idle():
+def test_blackholed_peer_detected_when_idle(wait_until):
     fast = dict(heartbeat_interval=0.1, peer_timeout=0.5)
     with rlink.LearnerNode(port=0, reliable=True, **fast) as learner, FaultProxy(learner.address) as proxy, \
             rlink.ActorNode(proxy.address, **fast, **ACTOR_KW) as actor:
@@ -642,7 +639,7 @@ FAULTS: dict[str, Fault] = {
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
 @pytest.mark.parametrize("fault", list(FAULTS))
-def test_fault_matrix(fault, setting, table):
+def test_fault_matrix(fault, setting, table, wait_until):
     spec, s = FAULTS[fault], SETTINGS[setting]
     n = N
     t0 = time.monotonic()
@@ -690,7 +687,7 @@ def test_fault_matrix(fault, setting, table):
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize("setting", list(SETTINGS))
 @pytest.mark.parametrize("mode", ["pause", "self"])
-def test_learner_kill9_and_restart(mode, setting, table):
+def test_learner_kill9_and_restart(mode, setting, table, wait_until):
     """The learner process is SIGKILLed right after it recorded message N/3
     (``pause``: it stops taking messages and the test kills it by PID;
     ``self``: it kills itself while busy) and a new one starts on the same

@@ -3,7 +3,6 @@ version carried by every trajectory."""
 from __future__ import annotations
 
 import socket
-import time
 
 import numpy as np
 import pytest
@@ -13,24 +12,7 @@ import rlink
 T = 10.0
 
 
-def wait_until(cond, timeout=T, interval=0.005):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(interval)
-
-
-def _closed_by_peer(sock) -> bool:
-    sock.settimeout(T)
-    try:
-        return sock.recv(100) == b""
-    except ConnectionResetError:
-        return True
-
-
-def test_trajectories_carry_the_policy_version(learner, actor):
+def test_trajectories_carry_the_policy_version(learner, actor, wait_until):
     actor.send_trajectory({"i": 0}, timeout=T)
     assert learner.receive_message(timeout=T).params_version == 0     # no parameters yet
     learner.publish_parameters({"w": np.zeros(2)})
@@ -92,7 +74,7 @@ def test_per_actor_counters(reliable):
         assert again["messages_in"] == 30 and again["messages_in_per_s"] == 0
 
 
-def test_stats_of_a_departed_actor_disappear(learner, make_actor):
+def test_stats_of_a_departed_actor_disappear(learner, make_actor, wait_until):
     a = make_actor()
     b = make_actor()
     assert wait_until(lambda: len(learner.stats()["actors"]) == 2)
@@ -100,13 +82,13 @@ def test_stats_of_a_departed_actor_disappear(learner, make_actor):
     assert wait_until(lambda: set(learner.stats()["actors"]) == {b.actor_id})
 
 
-def test_events(learner, make_actor):
+def test_events(learner, make_actor, peer_closed, wait_until):
     a = make_actor()
     a_id = a.actor_id
     assert wait_until(lambda: a_id in learner.actors)
     with socket.create_connection(("127.0.0.1", learner.port), timeout=T) as junk:
         junk.sendall(b"not an rlink hello".ljust(32, b"."))
-        assert _closed_by_peer(junk)
+        assert peer_closed(junk) == (True, b"", 0)    # closed, having sent nothing
     a.close()
     seen: list[rlink.Event] = []
     assert wait_until(lambda: seen.extend(learner.events()) or
@@ -121,11 +103,11 @@ def test_events(learner, make_actor):
     assert learner.events() == []      # drained
 
 
-def test_every_rejection_is_an_event(learner):
+def test_every_rejection_is_an_event(learner, peer_closed, wait_until):
     for _ in range(3):
         with socket.create_connection(("127.0.0.1", learner.port), timeout=T) as junk:
             junk.sendall(b"x" * 32)
-            assert _closed_by_peer(junk)
+            assert peer_closed(junk) == (True, b"", 0)    # closed, having sent nothing
     assert wait_until(lambda: learner.stats()["rejected"] == 3)
     events = learner.events()
     assert [e.kind for e in events] == ["rejected"] * 3

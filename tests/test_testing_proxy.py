@@ -238,10 +238,8 @@ def test_several_connections_at_once(echo):
         assert proxy.connections == 5
 
 
-def test_target_down_resets_client():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]   # released on exit: nothing listens there
+def test_target_down_resets_client(free_port):
+    port = free_port()   # nothing listens there
     with FaultProxy(target=f"127.0.0.1:{port}") as proxy:
         got, err = connect_and_read_all(proxy)
         assert got == b""

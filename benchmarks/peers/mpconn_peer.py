@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import struct
 
-from .framing import split, join
-from ..workloads import last_byte, expected_byte, make_reply, DataError
+from .framing import split, join, answer, wait_version
 
 _LEN = struct.Struct("<I")
 
@@ -157,14 +156,12 @@ class _Subscriber:
         self.conn = _connect(address)
 
     def wait(self, version, timeout):
-        while True:
+        def recv():
             if not self.conn.poll(timeout):
                 raise TimeoutError(f"version {version} not received")
             (got,), params = recv_large(self.conn)
-            if got == version:
-                return params
-            if got > version:
-                raise DataError(f"version {got} arrived while waiting for {version}")
+            return got, params
+        return wait_version(recv, version)
 
     def close(self):
         self.conn.close()
@@ -178,11 +175,7 @@ class _RRServer:
         conn = self.listener.accept()
         try:
             for _ in range(count):
-                d = recv_small(conn)
-                seq = d["seq"]
-                if last_byte(d["obs"]) != expected_byte(seq):
-                    raise DataError(f"request {seq}: corrupt obs")
-                send_small(conn, make_reply(seq))
+                send_small(conn, answer(recv_small(conn)))
         finally:
             conn.close()
 

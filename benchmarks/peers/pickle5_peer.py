@@ -22,7 +22,7 @@ import struct
 
 import numpy as np
 
-from ..workloads import last_byte, expected_byte, make_reply, DataError
+from .framing import answer, wait_version
 
 _HEAD = struct.Struct("<QI")
 RBUF = 256 * 1024
@@ -228,12 +228,7 @@ class _Subscriber:
         self.reader = Reader(self.sock)
 
     def wait(self, version, timeout):
-        while True:
-            got, params = self.reader.read_obj()
-            if got == version:
-                return params
-            if got > version:
-                raise DataError(f"version {got} arrived while waiting for {version}")
+        return wait_version(self.reader.read_obj, version)
 
     def close(self):
         self.sock.close()
@@ -250,11 +245,7 @@ class _RRServer:
         r = Reader(_tune(s))
         try:
             for _ in range(count):
-                d = r.read_obj()
-                seq = d["seq"]
-                if last_byte(d["obs"]) != expected_byte(seq):
-                    raise DataError(f"request {seq}: corrupt obs")
-                send_obj(s, make_reply(seq))
+                send_obj(s, answer(r.read_obj()))
         finally:
             s.close()
 

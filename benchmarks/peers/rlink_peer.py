@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from ..workloads import last_byte, expected_byte, make_reply, DataError
+from .framing import answer, wait_version
 
 CONNECT_TIMEOUT = 60.0
 
@@ -106,13 +106,12 @@ class _Subscriber:
 
     def wait(self, version, timeout):
         deadline = time.monotonic() + timeout
-        while True:
+
+        def recv():
             p = self.actor.wait_parameters(newer_than=version - 1,
                                            timeout=max(0.0, deadline - time.monotonic()))
-            if p.version == version:
-                return p.data
-            if p.version > version:
-                raise DataError(f"version {p.version} arrived while waiting for {version}")
+            return p.version, p.data
+        return wait_version(recv, version)
 
     def close(self):
         self.actor.close(timeout=1.0)
@@ -128,11 +127,7 @@ class _Server:
         recv = self.learner.receive_request
         for _ in range(count):
             req = recv(timeout=timeout)
-            d = req.data
-            seq = d["seq"]
-            if last_byte(d["obs"]) != expected_byte(seq):
-                raise DataError(f"request {seq}: corrupt obs")
-            req.reply(make_reply(seq))
+            req.reply(answer(req.data))
 
     def close(self):
         self.learner.close(timeout=1.0)

@@ -17,18 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..workloads import last_byte, expected_byte, make_reply, DataError
+from .framing import ARRAY, NPSCALAR, PYVALUE, join, answer, wait_version
+from ..workloads import DataError
 
-ARRAY, NPSCALAR, PYVALUE = 0, 1, 2
-_dtypes: dict = {}
 TIMEOUT_MS = 30_000
-
-
-def _dtype(s):
-    dt = _dtypes.get(s)
-    if dt is None:
-        dt = _dtypes[s] = np.dtype(s)
-    return dt
 
 
 def encode(d: dict, zero_copy: bool, head=()):
@@ -55,16 +47,7 @@ def decode(frames: list):
     """-> (head tuple, dict)."""
     import msgpack
     *head, header = msgpack.unpackb(frames[0], use_list=False)
-    out, i = {}, 1
-    for k, kind, dt, v in header:
-        if kind == ARRAY:
-            out[k] = np.frombuffer(frames[i], dtype=_dtype(dt)).reshape(v)
-            i += 1
-        elif kind == NPSCALAR:
-            out[k] = _dtype(dt).type(v)
-        else:
-            out[k] = v
-    return head, out
+    return head, join(header, frames[1:])
 
 
 class PyZMQ:
@@ -180,12 +163,11 @@ class _Sub(_Base):
     def wait(self, version, timeout):
         import zmq
         self.sock.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))
-        while True:
+
+        def recv():
             (got,), params = decode(self.sock.recv_multipart(copy=False))
-            if got == version:
-                return params
-            if got > version:
-                raise DataError(f"version {got} arrived while waiting for {version}")
+            return got, params
+        return wait_version(recv, version)
 
 
 class _Rep(_Base):
@@ -202,10 +184,7 @@ class _Rep(_Base):
         recv, send = self.sock.recv_multipart, self.sock.send_multipart
         for _ in range(count):
             _, d = decode(recv())
-            seq = d["seq"]
-            if last_byte(d["obs"]) != expected_byte(seq):
-                raise DataError(f"request {seq}: corrupt obs")
-            send(encode(make_reply(seq), False)[0])
+            send(encode(answer(d), False)[0])
 
 
 class _Req(_Base):

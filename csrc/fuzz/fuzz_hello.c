@@ -1,7 +1,7 @@
 /*
  * fuzz_hello.c -- libFuzzer target for the handshake parser (rl_hello_decode).
  *
- * FUZZ_SOURCES: rl_frame.c
+ * FUZZ_SOURCES: rl_frame.c rl_crc.c
  * FUZZ_FLAGS: -max_len=128
  *
  * (Read by .ci/fuzz.sh: the csrc/ files to link, extra libFuzzer flags.

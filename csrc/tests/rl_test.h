@@ -40,6 +40,7 @@ void run_ring_tests(void);    /* test_ring.c */
 void run_node_tests(void);    /* test_node.c */
 void run_auth_tests(void);    /* test_auth.c */
 void run_os_tests(void);      /* test_os.c */
+void run_crc_tests(void);     /* test_crc.c */
 
 /* ---- framework --------------------------------------------------------- */
 typedef struct rl_test {

@@ -1731,48 +1731,6 @@ static int utf8(const char *s, size_t n) {
 }
 #define UTF8(lit) utf8((lit), sizeof(lit) - 1)
 
-static void test_crc32c(void) {
-    /* the standard check value of CRC-32C (Castagnoli) */
-    CHECK_EQU(rl_crc32c(0, "123456789", 9), 0xE3069283u);
-    CHECK_EQU(rl_crc32c(0, "", 0), 0);
-    /* incremental == one shot, at every split of an odd-sized buffer */
-    uint8_t buf[1031];
-    for (size_t i = 0; i < sizeof buf; i++) buf[i] = (uint8_t)(i * 31 + 7);
-    uint32_t whole = rl_crc32c(0, buf, sizeof buf);
-    for (size_t cut = 0; cut <= sizeof buf; cut += 13)
-        CHECK_EQU(rl_crc32c(rl_crc32c(0, buf, cut), buf + cut, sizeof buf - cut), whole);
-    /* hardware and portable implementations agree at every length, on
-     * buffers long enough for the three-stream path */
-    size_t big = 3 * 8192 * 2 + 3 * 256 * 3 + 13;
-    uint8_t *b2 = malloc(big + 8);
-    if (CHECK(b2 != NULL)) {
-        for (size_t i = 0; i < big + 8; i++) b2[i] = (uint8_t)(i * 2654435761u >> 13);
-        static const size_t lens[] = {0, 1, 7, 8, 9, 255, 256, 767, 768, 769, 24575, 24576,
-                                      24577, 49152, 50000};
-        for (size_t k = 0; k < RL_COUNTOF(lens); k++) {
-            for (size_t off = 0; off < 8; off += 3) {
-                uint32_t hw = rl_crc32c(0x1234u, b2 + off, lens[k]);
-                rl_crc32c_force_software = 1;
-                uint32_t sw = rl_crc32c(0x1234u, b2 + off, lens[k]);
-                rl_crc32c_force_software = 0;
-                CHECK_EQU(hw, sw);
-            }
-        }
-        uint32_t hw = rl_crc32c(0, b2, big);
-        rl_crc32c_force_software = 1;
-        CHECK_EQU(rl_crc32c(0, b2, big), hw);
-        CHECK_EQU(rl_crc32c(0, "123456789", 9), 0xE3069283u);
-        rl_crc32c_force_software = 0;
-        free(b2);
-    }
-    /* every single-bit flip changes it */
-    for (size_t i = 0; i < sizeof buf; i += 7) {
-        buf[i] ^= 0x10;
-        CHECK(rl_crc32c(0, buf, sizeof buf) != whole);
-        buf[i] ^= 0x10;
-    }
-}
-
 static void test_checksum_header_field(void) {
     rl_header h, d;
     uint8_t b[RL_HEADER_SIZE];
@@ -1879,7 +1837,6 @@ static const rl_test frame_tests[] = {
     RL_TEST(test_meta_mutations),
     RL_TEST(test_meta_random),
     RL_TEST(test_utf8),
-    RL_TEST(test_crc32c),
     RL_TEST(test_checksum_header_field),
 };
 

@@ -20,6 +20,7 @@ int main(int argc, char **argv) {
     int verbose = argc > 1 && strcmp(argv[1], "-v") == 0;
 
     /* one call per test file */
+    run_crc_tests();
     run_frame_tests();
     run_ring_tests();
     run_auth_tests();
