@@ -141,13 +141,14 @@ int rl_sock_listen(const char *host, int port, int *bound_port) {
             if ((host == NULL || !*host) && pass == 0 && ai->ai_family != AF_INET6) continue;
             fd = new_socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
             if (fd < 0) continue;
-#if defined(_WIN32)
-            /* Windows' SO_REUSEADDR would let another socket bind the same
-             * port; exclusive use is what POSIX SO_REUSEADDR amounts to. */
-            set_opt(fd, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, 1);
-#else
-            set_opt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+#if !defined(_WIN32)
+            set_opt(fd, SOL_SOCKET, SO_REUSEADDR, 1);   /* rebind despite TIME_WAIT */
 #endif
+            /* Windows: no option. Its SO_REUSEADDR lets another socket take
+             * a port in use, and SO_EXCLUSIVEADDRUSE refuses a restarted
+             * learner its port while old connections linger; the default
+             * does neither (CPython's socket.create_server also sets
+             * nothing there). */
             if (ai->ai_family == AF_INET6) set_opt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0);
             if (bind(S(fd), ai->ai_addr, (socklen_t)ai->ai_addrlen) == 0 && listen(S(fd), 1024) == 0) break;
             err = rl_sock_errno() == EADDRINUSE ? RL_EADDRINUSE : RL_ESYS;
