@@ -10,9 +10,10 @@
  * condition-variable functions are what they say; rl_atomic_* are atomic;
  * everything else is thread-safe.
  *
- * This header includes no OS header on Windows (no windows.h, which must not
- * meet Python.h or winsock2.h in the wrong order): the Windows types below
- * are opaque stand-ins of the same size, checked in rl_os.c.
+ * On Windows this header includes no SDK header (windows.h, winsock2.h:
+ * their include order against each other and Python.h matters), only the
+ * compiler's <intrin.h>; the Windows types below are opaque stand-ins of
+ * the same size, checked in rl_os.c.
  *
  * Conventions:
  *   - rl_cond_* waits use the monotonic clock where the OS allows (Linux,
