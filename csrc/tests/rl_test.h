@@ -41,6 +41,7 @@ void run_node_tests(void);    /* test_node.c */
 void run_auth_tests(void);    /* test_auth.c */
 void run_os_tests(void);      /* test_os.c */
 void run_crc_tests(void);     /* test_crc.c */
+void run_resilience_tests(void); /* test_resilience.c */
 
 /* ---- framework --------------------------------------------------------- */
 typedef struct rl_test {

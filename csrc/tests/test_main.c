@@ -26,6 +26,7 @@ int main(int argc, char **argv) {
     run_auth_tests();
     run_node_tests();
     run_os_tests();
+    run_resilience_tests();
 
     if (verbose) printf("%lu checks\n", rl_test_g.checks);
     if (rl_test_g.skipped) printf("%lu skipped\n", rl_test_g.skipped);
