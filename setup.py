@@ -27,7 +27,7 @@ DEBUG = _flag("RLINK_DEBUG")
 ANNOTATE = _flag("RLINK_ANNOTATE")
 MSVC = sys.platform == "win32"
 
-compile_args, link_args = [], []
+compile_args, link_args, libraries = [], [], []
 define_macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 directives = {
     "language_level": 3,
@@ -41,7 +41,14 @@ directives = {
     "autotestdict": False,
 }
 
-if not MSVC:
+if MSVC:
+    # csrc/ is C11; /std:c11 needs Visual Studio 2019 16.8+. No atomics flag:
+    # rl_os.h uses Interlocked intrinsics on MSVC, not <stdatomic.h>.
+    # Winsock (ws2_32) and BCryptGenRandom (bcrypt); threads need no library.
+    # The RLINK_SANITIZE / RLINK_DEBUG C flags below are gcc/clang's only.
+    compile_args += ["/std:c11"]
+    libraries += ["ws2_32", "bcrypt"]
+else:
     # Later flags win, so the knobs below override -O2 / -g0.
     compile_args += ["-std=c11", "-O2", "-pthread"]
     link_args += ["-pthread"]
@@ -64,6 +71,7 @@ ext = Extension(
     define_macros=define_macros,
     extra_compile_args=compile_args,
     extra_link_args=link_args,
+    libraries=libraries,
 )
 
 

@@ -4,11 +4,19 @@
 #include "rl_auth.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <string.h>
+#if defined(_WIN32)
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#include <windows.h>
+#include <bcrypt.h>   /* link bcrypt */
+#else
+#include <fcntl.h>
 #include <unistd.h>
 #ifdef __linux__
 #include <sys/random.h>
+#endif
 #endif
 
 static const uint32_t K[64] = {
@@ -128,6 +136,15 @@ int rl_ct_equal(const void *a, const void *b, size_t n) {
 
 int rl_random_bytes(void *p, size_t n) {
     uint8_t *o = p;
+#if defined(_WIN32)
+    while (n) {   /* BCryptGenRandom takes a ULONG length */
+        ULONG k = n > 0x40000000u ? 0x40000000u : (ULONG)n;
+        if (!BCRYPT_SUCCESS(BCryptGenRandom(NULL, o, k, BCRYPT_USE_SYSTEM_PREFERRED_RNG))) return -1;
+        o += k;
+        n -= k;
+    }
+    return 0;
+#else
 #ifdef __linux__
     while (n) {
         ssize_t r = getrandom(o, n, 0);
@@ -151,4 +168,5 @@ int rl_random_bytes(void *p, size_t n) {
     }
     close(fd);
     return 0;
+#endif
 }

@@ -49,8 +49,9 @@ void rl_hmac_final(rl_hmac *m, uint8_t out[RL_SHA256_SIZE]);
 int rl_ct_equal(const void *a, const void *b, size_t n);
 
 /* Fill p with n bytes from the OS's cryptographic generator (getrandom or
- * /dev/urandom). Returns 0, or -1 if none is available (then p is
- * unusable as a nonce and the caller must refuse to authenticate). */
+ * /dev/urandom; BCryptGenRandom on Windows). Returns 0, or -1 if none is
+ * available (then p is unusable as a nonce and the caller must refuse to
+ * authenticate). */
 int rl_random_bytes(void *p, size_t n);
 
 #ifdef __cplusplus

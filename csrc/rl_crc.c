@@ -59,8 +59,15 @@ static uint32_t copy_then_crc(uint32_t c, uint8_t *dst, const uint8_t *src, size
     return c;
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(RL_HAVE_SSE42_CRC)   /* x86-64 with gcc, clang or MSVC: see rl_os.h */
+#include <nmmintrin.h>
+/* The AVX-512 folding below is written for gcc/clang (target attributes);
+ * MSVC gets the SSE4.2 path. RL_CRC_NO_FOLD builds that configuration with
+ * gcc/clang, for testing (.ci/run stage 3). */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(RL_CRC_NO_FOLD)
+#define CRC_FOLD 1
 #include <immintrin.h>
+#endif
 
 /* ------------------------------------------------------------------------ */
 /* SSE4.2: the crc32 instruction in three interleaved streams                */
@@ -122,7 +129,7 @@ static inline uint32_t crc_shift(uint32_t zeros[][256], uint32_t crc) {
 
 /* Consume whole groups of three blk-byte blocks from p, each block in its
  * own stream, and fold the three CRCs into *c0. */
-__attribute__((target("sse4.2"))) static const uint8_t *crc_hw_3way(uint64_t *c0, const uint8_t *p,
+RL_TARGET_SSE42 static const uint8_t *crc_hw_3way(uint64_t *c0, const uint8_t *p,
                                                                     size_t *n, size_t blk,
                                                                     uint32_t zeros[][256]) {
     while (*n >= 3 * blk) {
@@ -146,7 +153,7 @@ __attribute__((target("sse4.2"))) static const uint8_t *crc_hw_3way(uint64_t *c0
 }
 
 /* Short inputs (headers, small frames, tails): one stream. */
-__attribute__((target("sse4.2"))) static uint32_t crc_hw_short(uint32_t c, const uint8_t *p,
+RL_TARGET_SSE42 static uint32_t crc_hw_short(uint32_t c, const uint8_t *p,
                                                                size_t n) {
     uint64_t c64 = c, v;
     while (n >= 8) {
@@ -160,7 +167,7 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw_short(uint32_t c, const
     return c;
 }
 
-__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const uint8_t *p, size_t n) {
+RL_TARGET_SSE42 static uint32_t crc_hw(uint32_t c, const uint8_t *p, size_t n) {
     if (n < 3 * CRC_SHORT) return crc_hw_short(c, p, n);
     uint64_t c0 = c;
     p = crc_hw_3way(&c0, p, &n, CRC_LONG, crc_long);
@@ -168,6 +175,7 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const uint8
     return crc_hw_short((uint32_t)c0, p, n);
 }
 
+#if defined(CRC_FOLD)
 /* ------------------------------------------------------------------------ */
 /* carry-less multiplication: folding                                         */
 /* ------------------------------------------------------------------------ */
@@ -287,6 +295,7 @@ TARGET_AVX512 static uint32_t crc_avx512(uint32_t c, const uint8_t *p, size_t n)
 TARGET_AVX512 static uint32_t crc_avx512_copy(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n) {
     return crc_fold_avx512(c, dst, p, n);
 }
+#endif /* CRC_FOLD */
 
 /* 3 = AVX-512 + VPCLMULQDQ, 2 = SSE4.2, 1 = portable. (Folding 16-byte
  * vectors with plain PCLMULQDQ measured slower than the three crc32 streams
@@ -295,15 +304,16 @@ static int cpu_level(void) {
     static int level;
     int v = rl_atomic_load(&level, RL_ACQUIRE);
     if (!v) {
-        __builtin_cpu_init();
         crc_zeros(crc_long, CRC_LONG);     /* idempotent: racing threads write the same */
         crc_zeros(crc_short, CRC_SHORT);
-        fold_init();
         v = 1;
-        if (__builtin_cpu_supports("sse4.2")) v = 2;
+        if (rl_cpu_has_sse42()) v = 2;
+#if defined(CRC_FOLD)
+        fold_init();
         if (v == 2 && __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("avx512f") &&
             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("vpclmulqdq"))
             v = 3;
+#endif
         rl_atomic_store(&level, v, RL_RELEASE);
     }
     return v;
@@ -317,14 +327,18 @@ static int level_now(void) {
 
 static uint32_t crc_raw(uint32_t c, const uint8_t *p, size_t n) {
     int level = level_now();
+#if defined(CRC_FOLD)
     if (level >= 3 && n >= 256) return crc_avx512(c, p, n);
+#endif
     if (level >= 2) return crc_hw(c, p, n);
     return crc_sw(c, p, n);
 }
 
 static uint32_t crc_raw_copy(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n) {
     int level = level_now();
+#if defined(CRC_FOLD)
     if (level >= 3 && n >= 256) return crc_avx512_copy(c, dst, p, n);
+#endif
     if (level >= 2) return copy_then_crc(c, dst, p, n, crc_hw);
     return copy_then_crc(c, dst, p, n, crc_sw);
 }

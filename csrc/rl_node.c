@@ -17,15 +17,9 @@
 #include "rl_sock.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <sys/ioctl.h>
-#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 /* ======================================================================== */
 /* types                                                                    */
@@ -236,15 +230,9 @@ static long long to_deadline(int timeout_ms) {
 
 static uint64_t random_id(void) {
     uint64_t v = 0;
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        if (read(fd, &v, sizeof v) != (ssize_t)sizeof v) v = 0;
-        close(fd);
-    }
-    if (v == 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        v = ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 16);
+    if (rl_random_bytes(&v, sizeof v) != 0) v = 0;
+    if (v == 0) {   /* no OS generator: the clock and (ASLR) a stack address */
+        v = ((uint64_t)rl_mono_ns() << 16) ^ (uint64_t)rl_mono_ns() ^ ((uint64_t)(uintptr_t)&v << 20);
     }
     v &= 0x7fffffffffffffffull;  /* fits a signed 64-bit integer everywhere */
     return v ? v : 1;
@@ -467,7 +455,7 @@ static void conn_shut(rl_node *n, rl_conn *c) {
     if (c->direct_writer && c->fd >= 0) {
         /* Wake the sender out of poll/writev, and let it leave the fd
          * before closing it (a closed fd number can be reused at once). */
-        shutdown(c->fd, SHUT_RDWR);
+        rl_sock_shutdown(c->fd, RL_SHUT_RDWR);
         while (c->direct_writer) rl_cond_wait(&c->send_cv, &c->send_mu);
     }
     if (c->fd >= 0) rl_closesocket(c->fd);
@@ -1565,7 +1553,7 @@ static void shutdown_all(rl_node *n) {
     for (int i = 0; i < nc; i++) cs[i]->state = CONN_CLOSED;
     rl_mutex_unlock(&n->mu);
 
-    struct pollfd *pf = nc > 0 ? calloc((size_t)(unsigned)nc, sizeof *pf) : NULL;
+    rl_pollin *pf = nc > 0 ? calloc((size_t)(unsigned)nc, sizeof *pf) : NULL;
     for (int i = 0; i < nc; i++) {
         rl_conn *c = cs[i];
         if (pf) pf[i].fd = -1;
@@ -1579,8 +1567,8 @@ static void shutdown_all(rl_node *n) {
                 size_t l = sizeof sealed;
                 rl_sock_writev(c->fd, &b, &l, 1);
             }
-            shutdown(c->fd, SHUT_WR);
-            if (pf) { pf[i].fd = c->fd; pf[i].events = POLLIN; }
+            rl_sock_shutdown(c->fd, RL_SHUT_WR);
+            if (pf) pf[i].fd = c->fd;
         }
         rl_mutex_unlock(&c->send_mu);
     }
@@ -1590,11 +1578,11 @@ static void shutdown_all(rl_node *n) {
     for (int open = 1; pf && open;) {
         long long t = deadline - rl_now_ms();
         if (t <= 0) break;
-        if (poll(pf, (nfds_t)nc, (int)t) <= 0) break;
+        if (rl_sock_poll_in(pf, nc, (int)t) <= 0) break;
         open = 0;
         for (int i = 0; i < nc; i++) {
             if (pf[i].fd < 0) continue;
-            if (pf[i].revents) {
+            if (pf[i].ready) {
                 ssize_t r = rl_sock_read(pf[i].fd, sink, sizeof sink);
                 if (r == 0 || (r < 0 && r != RL_EAGAIN)) { pf[i].fd = -1; continue; }
             }
@@ -1627,7 +1615,7 @@ static RL_THREAD_RESULT RL_THREAD_CALL io_main(void *arg) {
                 rl_closesocket(n->lfds[i]);
             }
             n->nlfds = 0;
-            if (n->ipc_path[0]) unlink(n->ipc_path);
+            if (n->ipc_path[0]) remove(n->ipc_path);
             n->ipc_path[0] = 0;
         }
         rl_mutex_lock(&n->mu);
@@ -1679,8 +1667,7 @@ static RL_THREAD_RESULT RL_THREAD_CALL io_main(void *arg) {
              * and not while unread bytes wait in the socket. */
             if (c->state == CONN_OPEN && n->cfg.peer_timeout_ms > 0 && room && !closing &&
                 now - c->last_rx_ms >= n->cfg.peer_timeout_ms) {
-                int unread = 0;
-                if (ioctl(c->fd, FIONREAD, &unread) != 0 || unread == 0) {
+                if (rl_sock_unread(c->fd) <= 0) {
                     snprintf(why_buf, sizeof why_buf,
                              "nothing received from the peer for %d ms (peer_timeout)",
                              n->cfg.peer_timeout_ms);
@@ -2332,7 +2319,7 @@ void rl_node_close(rl_node *n, int flush_timeout_ms) {
         n->joined = 1;
         for (int i = 0; i < n->nlfds; i++) rl_closesocket(n->lfds[i]);
         n->nlfds = 0;
-        if (n->ipc_path[0]) unlink(n->ipc_path);   /* ours: bound by this node */
+        if (n->ipc_path[0]) remove(n->ipc_path);   /* ours: bound by this node */
         n->ipc_path[0] = 0;
         rl_waker_close(&n->waker);
         rl_poller_free(n->poller);

@@ -73,7 +73,8 @@ typedef struct rl_config {
     int local;                   /* same-host fast path (AF_UNIX), default on: a learner
                                     also listens on an abstract socket named after its
                                     TCP address; an actor tries it first when the
-                                    learner's address is on this machine */
+                                    learner's address is on this machine. Linux only
+                                    (abstract names); elsewhere TCP is used */
     size_t shm_bytes;            /* same host: the shared-memory region an actor offers
                                     its learner for large trajectories (0 = none;
                                     default 32 MiB, allocated as it is used) */
@@ -145,7 +146,8 @@ int rl_node_listen(rl_node *n, const char *host, int port, int *bound_port);
  * stale one left by a dead process is replaced. */
 int rl_node_listen_ipc(rl_node *n, const char *path);
 
-/* Actor: like rl_node_connect, over the AF_UNIX socket file at path. */
+/* Actor: like rl_node_connect, over the AF_UNIX socket file at path.
+ * (ipc endpoints, both sides: POSIX only; RL_EINVAL on Windows.) */
 int rl_node_connect_ipc(rl_node *n, const char *path, int timeout_ms, rl_hello *peer);
 
 /* Actor: connect to the learner and complete the handshake, trying every

@@ -1,12 +1,18 @@
-/* rl_poll.c -- epoll (Linux) or poll() (portable fallback). See rl_poll.h. */
+/* rl_poll.c -- epoll (Linux), poll() (portable fallback) or WSAPoll
+ * (Windows: the same code as the poll() fallback). See rl_poll.h. */
+#if !defined(_WIN32)
 #define _GNU_SOURCE
+#endif
 #include "rl_poll.h"
 #include "rl_frame.h"
+#include "rl_os.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#if !defined(_WIN32)
 #include <unistd.h>
+#endif
 
 #if defined(__linux__) && !defined(RL_FORCE_POLL)
 /* ------------------------------------------------------------------------ */
@@ -99,12 +105,37 @@ int rl_poller_wait(rl_poller *p, rl_poll_event *out, int max, int timeout_ms) {
 
 #else
 /* ------------------------------------------------------------------------ */
-/* poll() fallback                                                            */
+/* poll() fallback; WSAPoll on Windows                                        */
 /* ------------------------------------------------------------------------ */
+#if defined(_WIN32)
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#include <winsock2.h>
+typedef WSAPOLLFD sys_pollfd;
+#define FD_OF(pfd) ((int)(intptr_t)(pfd).fd)
+#define TO_FD(fd) RL_SOCKET(fd)
+/* WSAPoll: POLLIN includes POLLRDBAND, which some providers reject */
+#define SYS_POLLIN POLLRDNORM
+#define SYS_POLLOUT POLLWRNORM
+static int sys_poll(sys_pollfd *p, int n, int timeout_ms) {
+    if (n == 0) { rl_sleep_ms(timeout_ms < 0 ? 0x7fffffff : timeout_ms); return 0; }   /* WSAPoll rejects n == 0 */
+    int r = WSAPoll(p, (ULONG)n, timeout_ms);
+    if (r == SOCKET_ERROR) { rl_sock_errno(); return -1; }
+    return r;
+}
+#else
 #include <poll.h>
+typedef struct pollfd sys_pollfd;
+#define FD_OF(pfd) ((pfd).fd)
+#define TO_FD(fd) (fd)
+#define SYS_POLLIN POLLIN
+#define SYS_POLLOUT POLLOUT
+static int sys_poll(sys_pollfd *p, int n, int timeout_ms) { return poll(p, (nfds_t)n, timeout_ms); }
+#endif
 
 struct rl_poller {
-    struct pollfd *pfds;
+    sys_pollfd *pfds;
     void **ctxs;
     int n, cap;
 };
@@ -119,7 +150,7 @@ void rl_poller_free(rl_poller *p) {
 }
 
 static int find(rl_poller *p, int fd) {
-    for (int i = 0; i < p->n; i++) if (p->pfds[i].fd == fd) return i;
+    for (int i = 0; i < p->n; i++) if (FD_OF(p->pfds[i]) == fd) return i;
     return -1;
 }
 
@@ -129,7 +160,7 @@ int rl_poller_set(rl_poller *p, int fd, unsigned events, void *ctx) {
     if (i < 0) {
         if (p->n == p->cap) {
             int cap = p->cap ? p->cap * 2 : 64;
-            struct pollfd *f = realloc(p->pfds, (size_t)cap * sizeof *f);
+            sys_pollfd *f = realloc(p->pfds, (size_t)cap * sizeof *f);
             if (!f) return RL_ENOMEM;
             p->pfds = f;
             void **c = realloc(p->ctxs, (size_t)cap * sizeof *c);
@@ -138,9 +169,9 @@ int rl_poller_set(rl_poller *p, int fd, unsigned events, void *ctx) {
             p->cap = cap;
         }
         i = p->n++;
-        p->pfds[i].fd = fd;
+        p->pfds[i].fd = TO_FD(fd);
     }
-    p->pfds[i].events = (short)((events & RL_POLLIN ? POLLIN : 0) | (events & RL_POLLOUT ? POLLOUT : 0));
+    p->pfds[i].events = (short)((events & RL_POLLIN ? SYS_POLLIN : 0) | (events & RL_POLLOUT ? SYS_POLLOUT : 0));
     p->pfds[i].revents = 0;
     p->ctxs[i] = ctx;
     return 0;
@@ -156,17 +187,17 @@ int rl_poller_del(rl_poller *p, int fd) {
 }
 
 int rl_poller_wait(rl_poller *p, rl_poll_event *out, int max, int timeout_ms) {
-    int n = poll(p->pfds, (nfds_t)p->n, timeout_ms);
-    if (n < 0) return errno == EINTR ? 0 : RL_ESYS;
+    int n = sys_poll(p->pfds, p->n, timeout_ms);
+    if (n < 0) return rl_sock_errno() == EINTR ? 0 : RL_ESYS;
     int k = 0;
     for (int i = 0; i < p->n && k < max; i++) {
         short e = p->pfds[i].revents;
         if (!e) continue;
         unsigned r = 0;
-        if (e & (POLLIN | POLLHUP)) r |= RL_POLLIN;
-        if (e & POLLOUT) r |= RL_POLLOUT;
+        if (e & (SYS_POLLIN | POLLHUP)) r |= RL_POLLIN;
+        if (e & SYS_POLLOUT) r |= RL_POLLOUT;
         if (e & (POLLERR | POLLNVAL)) r |= RL_POLLERR | RL_POLLIN;
-        out[k].fd = p->pfds[i].fd;
+        out[k].fd = FD_OF(p->pfds[i]);
         out[k].events = r;
         out[k].ctx = p->ctxs[i];
         k++;

@@ -1,5 +1,6 @@
 /*
- * rl_poll.h -- a minimal readiness poller: epoll on Linux, poll() elsewhere.
+ * rl_poll.h -- a minimal readiness poller: epoll on Linux, poll() elsewhere,
+ * WSAPoll on Windows.
  *
  * Thread safety: none; one poller belongs to one I/O thread, which is the
  * only caller of every function here.

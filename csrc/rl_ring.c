@@ -44,7 +44,7 @@ uint8_t *rl_mem_alloc(size_t size, size_t *cap) {
         rl_mutex_unlock(&frame_cache_mu);
     }
     *cap = want;
-    return aligned_alloc(64, want ? want : 64);
+    return rl_aligned_alloc(64, want ? want : 64);
 }
 
 void rl_mem_free(uint8_t *p, size_t cap) {
@@ -57,7 +57,7 @@ void rl_mem_free(uint8_t *p, size_t cap) {
             for (int i = 0; i < frame_cache_n; i++)
                 if (small < 0 || frame_cache[i].cap < frame_cache[small].cap) small = i;
             if (small >= 0 && frame_cache[small].cap < cap && cap <= FRAME_CACHE_BYTES) {
-                free(frame_cache[small].p);
+                rl_aligned_free(frame_cache[small].p);
                 frame_cache_bytes -= frame_cache[small].cap;
                 frame_cache[small] = frame_cache[--frame_cache_n];
             }
@@ -71,7 +71,7 @@ void rl_mem_free(uint8_t *p, size_t cap) {
         }
         rl_mutex_unlock(&frame_cache_mu);
     }
-    free(p);
+    rl_aligned_free(p);
 }
 
 
@@ -81,7 +81,7 @@ rl_buf *rl_buf_new(size_t cap) {
         /* small: one allocation holds the struct and its 64-aligned data */
         size_t head = (sizeof(rl_buf) + 63) & ~(size_t)63;
         size_t total = (head + cap + 63) & ~(size_t)63;
-        uint8_t *mem = aligned_alloc(64, total);
+        uint8_t *mem = rl_aligned_alloc(64, total);
         if (!mem) return NULL;
         rl_buf *b = (rl_buf *)mem;
         b->data = mem + head;
@@ -108,8 +108,8 @@ rl_buf *rl_buf_ref(rl_buf *b) {
 
 void rl_buf_unref(rl_buf *b) {
     if (b && rl_atomic_sub(&b->refs, 1, RL_ACQ_REL) == 0) {
-        if (b->alloc) rl_mem_free(b->data, b->alloc);
-        free(b);
+        if (b->alloc) { rl_mem_free(b->data, b->alloc); free(b); }
+        else rl_aligned_free(b);   /* inline: b is the aligned block itself */
     }
 }
 

@@ -32,8 +32,10 @@ cdef extern from "numpy/arrayobject.h":
                                 cnp.npy_intp *strides, void *data, int flags, PyObject *obj)
     object PyArray_Scalar(void *data, void *descr, PyObject *base)
 
-cdef extern from "stdlib.h" nogil:
-    void *aligned_alloc(size_t alignment, size_t size)
+cdef extern from "rl_ring.h" nogil:
+    # 64-byte-aligned frame memory, released by rl_msg_free (rl_mem_free);
+    # not aligned_alloc, which MSVC lacks and whose memory Windows cannot free().
+    uint8_t *rl_mem_alloc(size_t size, size_t *cap)
 
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
@@ -582,7 +584,8 @@ def decode_frame(const uint8_t[::1] frame not None, uint64_t max_message_bytes=1
     if m == NULL:
         raise MemoryError()
     cdef uint8_t *buf = NULL
-    buf = <uint8_t *>aligned_alloc(64, ((n + 63) // 64) * 64)
+    cdef size_t cap = 0
+    buf = rl_mem_alloc(n, &cap)
     if buf == NULL:
         free(m)
         raise MemoryError()
@@ -591,7 +594,7 @@ def decode_frame(const uint8_t[::1] frame not None, uint64_t max_message_bytes=1
     m.hdr = h
     m.frame = buf
     m.size = n
-    m.cap = ((n + 63) // 64) * 64
+    m.cap = cap
     return h.kind, h.ref, _decode_msg(m, &lim)
 
 

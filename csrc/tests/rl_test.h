@@ -21,7 +21,8 @@
  *
  * A failed check prints one line "file:line: test: CHECK(expr) failed" and
  * marks the current test failed; the test keeps running. test_main.c prints
- * the final "N passed, N failed" line, counting test functions.
+ * the final "N passed, N failed" line, counting test functions (after an
+ * "N skipped" line if RL_SKIP skipped any).
  *
  * Exactly one translation unit (test_main.c) defines RL_TEST_IMPLEMENTATION
  * before including this header; it gets the counters and functions.
@@ -38,8 +39,10 @@ void run_frame_tests(void);   /* test_frame.c */
 void run_ring_tests(void);    /* test_ring.c */
 void run_node_tests(void);    /* test_node.c */
 void run_auth_tests(void);    /* test_auth.c */
+void run_os_tests(void);      /* test_os.c */
 void run_crc_tests(void);     /* test_crc.c */
 void run_shm_tests(void);     /* test_shm.c */
+void run_resilience_tests(void); /* test_resilience.c */
 
 /* ---- framework --------------------------------------------------------- */
 typedef struct rl_test {
@@ -61,6 +64,8 @@ typedef struct rl_test_state {
     unsigned long checks;      /* checks run, all tests */
     unsigned long passed;      /* test functions that passed */
     unsigned long failed;      /* test functions that failed */
+    unsigned long skipped;     /* test functions that called RL_SKIP (and failed no check) */
+    const char *skip_reason;   /* set by RL_SKIP in the running test */
 } rl_test_state;
 
 extern rl_test_state rl_test_g;
@@ -72,6 +77,11 @@ int rl_test_check_eq(int64_t a, int64_t b, const char *file, int line,
 int rl_test_check_equ(uint64_t a, uint64_t b, const char *file, int line,
                       const char *ea, const char *eb);
 void rl_test_run_suite(const char *suite, const rl_test *tests, size_t n);
+
+/* Mark the running test skipped (it counts neither as passed nor as failed;
+ * "SKIP name: reason" is printed) and return from it. Only for what this
+ * platform truly lacks; say what in the reason. */
+#define RL_SKIP(reason) do { rl_test_g.skip_reason = (reason); return; } while (0)
 
 #define CHECK(cond) rl_test_check((cond) ? 1 : 0, __FILE__, __LINE__, #cond)
 /* Signed comparison (error codes, ints); prints both values on failure. */
@@ -135,10 +145,14 @@ void rl_test_run_suite(const char *suite, const rl_test *tests, size_t n) {
     for (size_t i = 0; i < n; i++) {
         rl_test_g.current = tests[i].name;
         rl_test_g.failures = 0;
+        rl_test_g.skip_reason = NULL;
         tests[i].fn();
         if (rl_test_g.failures) {
             rl_test_g.failed++;
             printf("FAIL %s (%lu failed checks)\n", tests[i].name, rl_test_g.failures);
+        } else if (rl_test_g.skip_reason) {
+            rl_test_g.skipped++;
+            printf("SKIP %s: %s\n", tests[i].name, rl_test_g.skip_reason);
         } else {
             rl_test_g.passed++;
         }

@@ -6,7 +6,8 @@
  *       -fno-sanitize-recover=all -Icsrc <every .c in csrc/ and csrc/tests/> \
  *       -pthread -o /tmp/rl_ctest && /tmp/rl_ctest
  *
- * Prints one line per failed check, then "N passed, N failed" (test
+ * Prints one line per failed check and one per skipped test ("SKIP name:
+ * reason"), then "N skipped" if any, then "N passed, N failed" (test
  * functions). Exit status is 0 only if nothing failed. Pass `-v` to also
  * print the number of individual checks.
  */
@@ -25,8 +26,11 @@ int main(int argc, char **argv) {
     run_auth_tests();
     run_shm_tests();
     run_node_tests();
+    run_os_tests();
+    run_resilience_tests();
 
     if (verbose) printf("%lu checks\n", rl_test_g.checks);
+    if (rl_test_g.skipped) printf("%lu skipped\n", rl_test_g.skipped);
     printf("%lu passed, %lu failed\n", rl_test_g.passed, rl_test_g.failed);
     return rl_test_g.failed ? 1 : 0;
 }
