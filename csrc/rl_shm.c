@@ -22,6 +22,9 @@
 #define MFD_ALLOW_SEALING 0x0002U
 #define memfd_create(name, flags) ((int)syscall(SYS_memfd_create, (name), (flags)))
 #endif
+#ifndef MFD_NOEXEC_SEAL   /* Linux 6.3 */
+#define MFD_NOEXEC_SEAL 0x0008U
+#endif
 #ifndef F_ADD_SEALS   /* same: the values are the kernel ABI (linux/fcntl.h) */
 #define F_ADD_SEALS 1033
 #define F_GET_SEALS 1034
@@ -73,7 +76,10 @@ rl_shm_region *rl_shm_create(size_t size) {
     if ((uint64_t)size > (uint64_t)INT64_MAX) { errno = EINVAL; return NULL; }  /* off_t */
     rl_shm_region *r = calloc(1, sizeof *r);
     if (!r) { errno = ENOMEM; return NULL; }
-    int fd = memfd_create("rlink-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    /* Never executable: also what vm.memfd_noexec=2 demands. Kernels before
+     * 6.3 refuse the unknown flag with EINVAL; then ask without it. */
+    int fd = memfd_create("rlink-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL);
+    if (fd < 0 && errno == EINVAL) fd = memfd_create("rlink-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0) goto fail;
     /* The seals are what lets the peer trust the size: without them we could
      * shrink the file under its map and fault it with SIGBUS. */
@@ -181,7 +187,7 @@ int rl_shm_release(rl_shm_region *r, uint64_t off) {
         break;
     }
     /* Pop released slots from the front: their space is free again. */
-    while (r->n && slot_at(r, 0)->released) {
+    while (rc == 0 && r->n && slot_at(r, 0)->released) {
         r->head = (r->head + 1) % r->cap;
         r->n--;
     }
