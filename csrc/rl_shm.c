@@ -358,7 +358,11 @@ ssize_t rl_sock_read_fds(int sock, void *buf, size_t n, int *fds, int max, int *
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
             if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
             if (c->cmsg_len < CMSG_LEN(0)) continue;
+            /* A truncated cmsg may claim more than the buffer holds. */
             size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            ptrdiff_t room = (char *)mh.msg_control + mh.msg_controllen - (char *)CMSG_DATA(c);
+            if (room < 0) room = 0;
+            if (k > (size_t)room / sizeof(int)) k = (size_t)room / sizeof(int);
             for (size_t i = 0; i < k; i++) {
                 int fd;
                 memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
@@ -374,9 +378,13 @@ ssize_t rl_sock_read_fds(int sock, void *buf, size_t n, int *fds, int max, int *
             }
         }
     }
-    /* Truncated control data: more fds were sent than fit; the kernel
-     * closed those. Either way the caller keeps fds[0..max-1]. */
-    if (mh.msg_flags & MSG_CTRUNC) got = max + 1;
+    /* Truncated control data: fds were sent that did not fit; the kernel
+     * closed those. Report too many; the caller closes fds[0..max-1], so
+     * slots that nothing arrived in (only possible here) read -1. */
+    if (mh.msg_flags & MSG_CTRUNC) {
+        for (int i = got; i < max; i++) fds[i] = -1;
+        got = max + 1;
+    }
     *nfds = got;
 out:
     if (ctl != cb.buf) free(ctl);

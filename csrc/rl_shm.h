@@ -92,9 +92,10 @@ ssize_t rl_sock_write_fd(int sock, const void *p, size_t n, int fd);
 /* Read like rl_sock_read; descriptors that arrive are stored in fds (up to
  * max, close-on-exec) and counted in *nfds; any beyond max are closed and
  * *nfds is set to max + 1 so that the caller can tell. The caller owns (and
- * must close) fds[0 .. min(*nfds, max) - 1] in every case, including
- * max + 1. Control data cut short by the kernel (MSG_CTRUNC) also reports
- * max + 1: descriptors were lost.
+ * must close) the entries >= 0 of fds[0 .. min(*nfds, max) - 1] in every
+ * case, including max + 1. Control data cut short by the kernel (MSG_CTRUNC) also reports
+ * max + 1: descriptors were lost, and entries of fds[0 .. max - 1] that
+ * nothing arrived in are set to -1.
  *
  * Every read on a stream that may carry descriptors must use this: a plain
  * read (rl_sock_read) that consumes bytes with an fd attached makes the

@@ -659,11 +659,13 @@ static void test_shm_pass_too_many(void) {
         nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
         CHECK_EQ(send_fds(sv[0], 'f', nul, 1), 1);
         close(nul);
-        fds[0] = -1;
-        CHECK_EQ(rl_sock_read_fds(sv[1], buf, 1, fds, 1, &nfds), 1);
+        fds[0] = fds[1] = 1234;   /* garbage: must not be left for the caller to close */
+        CHECK_EQ(rl_sock_read_fds(sv[1], buf, 1, fds, 2, &nfds), 1);
         CHECK(buf[0] == 'f');
-        CHECK_EQ(nfds, 2);
-        if (fds[0] >= 0) close(fds[0]);
+        CHECK_EQ(nfds, 3);
+        CHECK_EQ(fds[0], -1);     /* the credentials took all the room */
+        CHECK_EQ(fds[1], -1);
+        if (fds[0] >= 0 && fds[0] != 1234) close(fds[0]);
     }
 #endif
     close(sv[0]);
