@@ -56,6 +56,9 @@ ssize_t rl_sock_read_fds(int sock, void *buf, size_t n, int *fds, int max, int *
 #define MFD_ALLOW_SEALING 0x0002U
 #define memfd_create(name, flags) ((int)syscall(SYS_memfd_create, (name), (flags)))
 #endif
+#ifndef MFD_NOEXEC_SEAL   /* Linux 6.3 */
+#define MFD_NOEXEC_SEAL 0x0008U
+#endif
 #ifndef F_ADD_SEALS   /* same: the values are the kernel ABI (linux/fcntl.h) */
 #define F_ADD_SEALS 1033
 #define F_GET_SEALS 1034
@@ -107,7 +110,10 @@ rl_shm_region *rl_shm_create(size_t size) {
     if ((uint64_t)size > (uint64_t)INT64_MAX) { errno = EINVAL; return NULL; }  /* off_t */
     rl_shm_region *r = calloc(1, sizeof *r);
     if (!r) { errno = ENOMEM; return NULL; }
-    int fd = memfd_create("rlink-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    /* Never executable: also what vm.memfd_noexec=2 demands. Kernels before
+     * 6.3 refuse the unknown flag with EINVAL; then ask without it. */
+    int fd = memfd_create("rlink-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL);
+    if (fd < 0 && errno == EINVAL) fd = memfd_create("rlink-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0) goto fail;
     /* The seals are what lets the peer trust the size: without them we could
      * shrink the file under its map and fault it with SIGBUS. */
@@ -215,7 +221,7 @@ int rl_shm_release(rl_shm_region *r, uint64_t off) {
         break;
     }
     /* Pop released slots from the front: their space is free again. */
-    while (r->n && slot_at(r, 0)->released) {
+    while (rc == 0 && r->n && slot_at(r, 0)->released) {
         r->head = (r->head + 1) % r->cap;
         r->n--;
     }
@@ -399,7 +405,11 @@ ssize_t rl_sock_read_fds(int sock, void *buf, size_t n, int *fds, int max, int *
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
             if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
             if (c->cmsg_len < CMSG_LEN(0)) continue;
+            /* A truncated cmsg may claim more than the buffer holds. */
             size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            ptrdiff_t room = (char *)mh.msg_control + mh.msg_controllen - (char *)CMSG_DATA(c);
+            if (room < 0) room = 0;
+            if (k > (size_t)room / sizeof(int)) k = (size_t)room / sizeof(int);
             for (size_t i = 0; i < k; i++) {
                 int fd;
                 memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
@@ -415,9 +425,13 @@ ssize_t rl_sock_read_fds(int sock, void *buf, size_t n, int *fds, int max, int *
             }
         }
     }
-    /* Truncated control data: more fds were sent than fit; the kernel
-     * closed those. Either way the caller keeps fds[0..max-1]. */
-    if (mh.msg_flags & MSG_CTRUNC) got = max + 1;
+    /* Truncated control data: fds were sent that did not fit; the kernel
+     * closed those. Report too many; the caller closes fds[0..max-1], so
+     * slots that nothing arrived in (only possible here) read -1. */
+    if (mh.msg_flags & MSG_CTRUNC) {
+        for (int i = got; i < max; i++) fds[i] = -1;
+        got = max + 1;
+    }
     *nfds = got;
 out:
     if (ctl != cb.buf) free(ctl);

@@ -19,7 +19,9 @@
  * fails, so that the caller sends over the socket instead of waiting.
  *
  * Where memfd_create or sealing is unavailable (non-Linux), rl_shm_create
- * returns NULL and callers keep using the socket.
+ * returns NULL (errno ENOSYS), rl_shm_map_fd refuses every descriptor, and
+ * callers keep using the socket; rl_sock_write_fd / rl_sock_read_fds still
+ * pass descriptors (SCM_RIGHTS is POSIX).
  *
  * Ownership and threads: a region belongs to its creator; every rl_shm_*
  * function on a region is thread-safe (one internal mutex). A map is
@@ -57,7 +59,7 @@ int rl_shm_alloc(rl_shm_region *r, size_t len, uint64_t *off);
 /* Free the slot that starts at off. Returns 0, or -1 if no slot starts
  * there (a peer releasing twice or inventing offsets: a protocol error). */
 int rl_shm_release(rl_shm_region *r, uint64_t off);
-/* Bytes in slots not yet released. */
+/* Bytes (whole pages) in slots not yet released. */
 size_t rl_shm_in_use(rl_shm_region *r);
 
 /* ---- receiver: a private mapping of a peer's region --------------------- */
@@ -80,19 +82,32 @@ int rl_shm_map_holds(const rl_shm_map *m, uint64_t off, uint64_t len);
 /* Drop this process's private copies of the pages of [off, off + len)
  * (both page-aligned by the sender's rules; len is rounded up to whole
  * pages), so that they show the region's content again. Call before
- * telling the sender the slot is free. */
+ * telling the sender the slot is free. The range is clamped to the map; a
+ * misaligned off does nothing (rounding it down could drop another slot's
+ * pages). */
 void rl_shm_map_forget(rl_shm_map *m, uint64_t off, uint64_t len);
 
 /* ---- passing a descriptor over an AF_UNIX stream socket ----------------- */
 /* Close a descriptor received with rl_sock_read_fds. */
 void rl_shm_close_fd(int fd);
 /* Write n bytes with fd attached (SCM_RIGHTS) to the first of them. Returns
- * bytes written (the fd went with them if > 0), RL_EAGAIN or RL_ECONNLOST. */
+ * bytes written (the fd went with them if > 0), RL_EAGAIN or RL_ECONNLOST.
+ * n == 0 sends nothing and returns 0 (a stream cannot carry an fd on no
+ * bytes); fd < 0 writes the bytes alone. */
 ssize_t rl_sock_write_fd(int sock, const void *p, size_t n, int fd);
 /* Read like rl_sock_read; descriptors that arrive are stored in fds (up to
  * max, close-on-exec) and counted in *nfds; any beyond max are closed and
- * *nfds is set to max + 1 so that the caller can tell (fds[0..max-1] are
- * then still open: the caller owns and closes them either way). */
+ * *nfds is set to max + 1 so that the caller can tell. The caller owns (and
+ * must close) the entries >= 0 of fds[0 .. min(*nfds, max) - 1] in every
+ * case, including max + 1. Control data cut short by the kernel (MSG_CTRUNC) also reports
+ * max + 1: descriptors were lost, and entries of fds[0 .. max - 1] that
+ * nothing arrived in are set to -1.
+ *
+ * Every read on a stream that may carry descriptors must use this: a plain
+ * read (rl_sock_read) that consumes bytes with an fd attached makes the
+ * kernel close that fd. On Linux the fd arrives with the read that takes
+ * the first byte of its write, possibly after earlier bytes in the same
+ * read. */
 ssize_t rl_sock_read_fds(int sock, void *buf, size_t n, int *fds, int max, int *nfds);
 
 #ifdef __cplusplus
