@@ -97,7 +97,7 @@ typedef struct rl_conn {
     struct rl_node *node;      /* set by table_add; used only while !closed */
     int shm_accepts;           /* our hello said we map a region the peer offers */
     int pending_fd;            /* a descriptor read off the stream, not yet claimed (I/O thread) */
-    rl_shm_map *shm_map;       /* the peer's region, mapped privately; freed with the conn */
+    rl_shm_map *shm_map;       /* the peer's region, mapped; freed with the conn */
     rl_shm_region *shm_out;    /* our region for this peer; freed with the conn */
 } rl_conn;
 
@@ -278,7 +278,7 @@ void rl_config_default(rl_config *c, int role) {
     c->peer_timeout_ms = 5000;
     c->retain_max_bytes = (size_t)256 << 20;
     c->local = 1;
-    c->shm_bytes = (size_t)32 << 20;
+    c->shm_bytes = (size_t)64 << 20;
     c->shm_min_bytes = (size_t)64 << 10;
     rl_limits_default(&c->limits);
 }
@@ -878,12 +878,11 @@ int rl_node_publish(rl_node *n, const rl_header *hin, const rl_iov *iov, int iov
 /* ---- shared memory (PROTOCOL.md 2.2) ------------------------------------ */
 
 /* Any thread, from rl_msg_free: the application is done with a message
- * whose data sat in the peer's region. Forget our private copies of its
- * pages, then tell the peer the slot is free (if the link still exists). */
+ * whose data sat in the peer's region: tell the peer the slot is free (if
+ * the link still exists). */
 static void shm_give_back(rl_msg *m) {
     rl_conn *c = m->shm;
     m->shm = NULL;
-    rl_shm_map_forget(c->shm_map, m->hdr.ack, m->hdr.data_len);
     rl_mutex_lock(&c->send_mu);
     if (!c->closed) {
         rl_header h;

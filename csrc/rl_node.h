@@ -77,7 +77,7 @@ typedef struct rl_config {
                                     (abstract names); elsewhere TCP is used */
     size_t shm_bytes;            /* same host: the shared-memory region an actor offers
                                     its learner for large trajectories (0 = none;
-                                    default 32 MiB, allocated as it is used) */
+                                    default 64 MiB, allocated as it is used) */
     size_t shm_min_bytes;        /* data sections at least this large go through it */
     /* Shared secret for HMAC-SHA256 challenge-response in the handshake
      * (both directions). NULL/0 = no authentication. rl_node_create copies

@@ -1,5 +1,4 @@
-/* rl_shm.c -- same-host shared-memory regions, their slot allocator, private
- * maps of a peer's region, and descriptor passing. See rl_shm.h. */
+/* rl_shm.c -- same-host shared-memory regions, their slot allocator, maps of a peer's region, and descriptor passing. See rl_shm.h. */
 #define _GNU_SOURCE
 #include "rl_shm.h"
 #include "rl_frame.h"
@@ -28,7 +27,6 @@ void rl_shm_map_unref(rl_shm_map *m) { (void)m; }
 uint8_t *rl_shm_map_base(const rl_shm_map *m) { (void)m; return NULL; }
 uint64_t rl_shm_map_size(const rl_shm_map *m) { (void)m; return 0; }
 int rl_shm_map_holds(const rl_shm_map *m, uint64_t off, uint64_t len) { (void)m; (void)off; (void)len; return 0; }
-void rl_shm_map_forget(rl_shm_map *m, uint64_t off, uint64_t len) { (void)m; (void)off; (void)len; }
 void rl_shm_close_fd(int fd) { (void)fd; }
 ssize_t rl_sock_write_fd(int sock, const void *p, size_t n, int fd) {
     (void)sock; (void)p; (void)n; (void)fd;
@@ -271,8 +269,8 @@ rl_shm_map *rl_shm_map_fd(int fd, uint64_t expect_size, const char **why) {
     if (size > SIZE_MAX) return map_fail(fd, why, "shared memory: region too large to map");
     rl_shm_map *m = malloc(sizeof *m);
     if (!m) return map_fail(fd, why, "shared memory: out of memory");
-    /* Private: the receiver's writes into its arrays stay its own. */
-    void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    /* Shared: the slot is the receiver's until it releases it (rl_shm.h). */
+    void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) { free(m); return map_fail(fd, why, "shared memory: mmap failed"); }
     close(fd);   /* the mapping keeps the file */
     m->base = p;
@@ -308,22 +306,6 @@ int rl_shm_map_holds(const rl_shm_map *m, uint64_t off, uint64_t len) {
 #else
     (void)m; (void)off; (void)len;   /* no map can exist: rl_shm_map_fd fails */
     return 0;
-#endif
-}
-
-void rl_shm_map_forget(rl_shm_map *m, uint64_t off, uint64_t len) {
-#ifdef __linux__
-    size_t page = page_size();
-    /* A misaligned offset is a peer's error; rounding it down could drop
-     * private pages of the slot before it, so do nothing. */
-    if (!m || off >= m->size || off % page != 0 || len == 0) return;
-    uint64_t end = len > m->size - off ? m->size : off + (len + page - 1) / page * page;
-    if (end > m->size) end = m->size;
-    /* On a MAP_PRIVATE file mapping this discards the copy-on-write pages;
-     * the next access reads the file (the sender's bytes) again. */
-    madvise(m->base + off, (size_t)(end - off), MADV_DONTNEED);
-#else
-    (void)m; (void)off; (void)len;   /* no map can exist: rl_shm_map_fd fails */
 #endif
 }
 

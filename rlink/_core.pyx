@@ -636,7 +636,7 @@ cdef class _Node:
                   int handshake_timeout_ms=5000, int heartbeat_ms=1000, int peer_timeout_ms=5000,
                   size_t retain_max_bytes=256 << 20, *, int max_connections=0,
                   bytes auth_key=b"", dict limits=None, bint local=True,
-                  size_t shm_bytes=32 << 20):
+                  size_t shm_bytes=64 << 20):
         self.n = NULL
         self.role = role
         self.pool = []

@@ -442,7 +442,7 @@ class ActorNode(_Node):
     On the learner's machine the actor connects over a Unix socket
     (``local=False``: always TCP), and, unless the session is reliable,
     hands trajectories whose arrays total 64 KiB or more to the learner
-    through a shared-memory region of ``shm_bytes`` (default 32 MiB,
+    through a shared-memory region of ``shm_bytes`` (default 64 MiB,
     memory used as it is filled; 0: never): one copy, no socket transfer.
     When the region is full (the learner holds on to earlier ones), messages
     go over the socket.
@@ -457,7 +457,7 @@ class ActorNode(_Node):
                  max_message_bytes: int = 1 << 30, auth_key: str | bytes | None = None,
                  max_arrays: int = 65536, max_ndim: int = 32, max_depth: int = 64,
                  max_items: int = 1 << 20, max_str_bytes: int = 64 << 20,
-                 local: bool = True, shm_bytes: int = 32 << 20):
+                 local: bool = True, shm_bytes: int = 64 << 20):
         self._host, self._port = _parse_address(learner_address)
         if reliable is not None and not isinstance(reliable, bool):
             raise TypeError(f"reliable must be None, True or False, not {reliable!r}")

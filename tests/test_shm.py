@@ -1,5 +1,5 @@
 """Shared memory on the same host (PROTOCOL.md 2.2): large trajectories go
-through the actor's memfd region, the learner's arrays are private writable
+through the actor's memfd region, the learner's arrays are writable
 views of it, slots come back when the arrays die, a full region falls back
 to the socket, and nothing is left behind by a killed process."""
 from __future__ import annotations
@@ -72,11 +72,11 @@ def test_no_region_when_off_over_tcp_or_reliable(reason, learner_kwargs, actor_k
         assert not _shm(learner, actor), reason
 
 
-def test_received_arrays_are_writable_and_private_and_slots_are_reused_clean():
+def test_received_arrays_are_writable_and_slots_are_reused_clean():
     # A region of exactly 3 slots: every message reuses a slot an earlier one
-    # had, after the learner scribbled over that earlier message's arrays. If
-    # the learner's private copies of the pages survived the release, it
-    # would read its own scribbles instead of the actor's data.
+    # had, after the learner scribbled over that earlier message's arrays:
+    # the learner must read the actor's new data, never its own scribbles
+    # (nor a slot the actor refilled while the learner still held it).
     slot = BIG + 4096
     with rlink.LearnerNode(port=0) as learner, \
             rlink.ActorNode(learner.address, shm_bytes=3 * slot, connect_timeout=T) as actor:
@@ -85,7 +85,7 @@ def test_received_arrays_are_writable_and_private_and_slots_are_reused_clean():
             data = learner.receive(timeout=T)
             _check(data, i)
             assert data["obs"].flags.writeable
-            data["obs"][:] = -1.0           # private: the actor's next data must not see it
+            data["obs"][:] = -1.0           # ours until released; the next message in this slot overwrites it
             data["act"][:] = -1
             del data
         assert _shm(learner, actor)

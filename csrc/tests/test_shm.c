@@ -1,5 +1,5 @@
 /* test_shm.c -- shared-memory regions: the slot allocator (against a model),
- * private maps of a region, rejected descriptors, fd passing. */
+ * maps of a region, rejected descriptors, fd passing. */
 #define _GNU_SOURCE
 #include "rl_test.h"
 #include "rl_shm.h"
@@ -409,7 +409,7 @@ static void test_shm_alloc_threads(void) {
 }
 
 /* ---- maps ----------------------------------------------------------------- */
-static void test_shm_map_private(void) {
+static void test_shm_map_shared(void) {
     NEED_MEMFD();
     size_t p = pg();
     rl_shm_region *r = rl_shm_create(4 * p);
@@ -429,35 +429,29 @@ static void test_shm_map_private(void) {
     uint8_t *v = rl_shm_map_base(m);
     CHECK(v != s);
     CHECK(v[a] == 'A' && v[a + p - 1] == 'A' && v[b] == 'B');
-    s[a + 10] = 'x';                            /* sender writes later: visible */
+    s[a + 10] = 'x';                            /* a slot the sender fills: visible */
     CHECK(v[a + 10] == 'x');
-    v[a + 20] = 'r';                            /* receiver writes: private */
-    v[b + 5] = 'q';
-    CHECK(s[a + 20] == 'A');
-    CHECK(s[b + 5] == 'B');
-    s[a + 30] = 'y';                            /* page a is now the receiver's copy */
-    CHECK(v[a + 30] == 'A');
-    rl_shm_map_forget(m, a, 1);                 /* 1 byte: the whole page */
-    CHECK(v[a + 20] == 'A');                    /* the sender's bytes again */
-    CHECK(v[a + 30] == 'y');
-    CHECK(v[a + 10] == 'x');
-    CHECK(v[b + 5] == 'q');                     /* the neighbour page kept its write */
-    CHECK(s[b + 5] == 'B');
-    /* clamped and misaligned forgets are harmless */
-    rl_shm_map_forget(m, b, UINT64_MAX);        /* to the end of the map */
-    CHECK(v[b + 5] == 'B');
-    v[a + 40] = 'z';
-    rl_shm_map_forget(m, a + 1, p);             /* misaligned: ignored */
-    rl_shm_map_forget(m, 4 * p, p);             /* past the end */
-    rl_shm_map_forget(m, a, 0);
-    CHECK(v[a + 40] == 'z');
+    v[b + 5] = 'q';                             /* the receiver may write into its slot */
+    CHECK(v[b + 5] == 'q');
+    /* a slot reused after its release shows the sender's new bytes, with no
+     * call on the receiver's side (nothing of the old content lingers) */
+    CHECK_EQ(rl_shm_release(r, a), 0);
+    CHECK_EQ(rl_shm_release(r, b), 0);
+    uint64_t c;
+    CHECK_EQ(rl_shm_alloc(r, p, &c), 0);
+    CHECK_EQU(c, 0);
+    memset(s + c, 'C', p);
+    CHECK(v[c] == 'C' && v[c + 20] == 'C' && v[c + p - 1] == 'C');
+    CHECK(rl_shm_map_holds(m, c, p) && rl_shm_map_holds(m, 3 * p, p) && rl_shm_map_holds(m, 4 * p, 0));
+    CHECK(!rl_shm_map_holds(m, 3 * p, p + 1) && !rl_shm_map_holds(m, c + 1, 1));
+    CHECK(!rl_shm_map_holds(m, 5 * p, 0) && !rl_shm_map_holds(m, p, UINT64_MAX));
     /* references; the region may go first, the map still reads */
     CHECK(rl_shm_map_ref(m) == m);
     rl_shm_map_unref(m);
-    CHECK(v[a] == 'A');                         /* still mapped after one unref */
-    memset(s + b, 'C', p);
+    CHECK(v[c] == 'C');                         /* still mapped after one unref */
+    memset(s + c, 'D', p);
     rl_shm_destroy(r);
-    CHECK(v[b] == 'C' && v[b + p - 1] == 'C');
+    CHECK(v[c] == 'D' && v[c + p - 1] == 'D');
     rl_shm_map_unref(m);
     rl_shm_map_unref(NULL);
 }
@@ -696,7 +690,7 @@ static const rl_test shm_tests[] = {
     RL_TEST(test_shm_release_errors),
     RL_TEST(test_shm_alloc_model),
     RL_TEST(test_shm_alloc_threads),
-    RL_TEST(test_shm_map_private),
+    RL_TEST(test_shm_map_shared),
     RL_TEST(test_shm_map_rejects),
     RL_TEST(test_shm_unsupported),
     RL_TEST(test_shm_pass_fd),
