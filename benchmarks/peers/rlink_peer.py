@@ -4,8 +4,19 @@ One-way: actor.send_trajectory(d) / learner.receive_many(256).
 Broadcast: learner.publish_parameters(d, version) / actor.wait_parameters().
 Round trip: actor.request(d) / learner.receive_request().reply(d).
 reliable=True makes the learner reliable (every session is; the actors learn
-the mode in the handshake). Actors use local=False: TCP loopback, like every
-other peer here (rlink's default on one host is AF_UNIX)."""
+the mode in the handshake).
+
+"rlink" and "rlink-reliable": actors use local=False, TCP loopback, like every
+other peer here. "rlink-local" (local=True): the actors keep rlink's defaults
+on one host, an abstract AF_UNIX socket and, for trajectories whose arrays
+total 64 KiB or more, a shared-memory region of the default shm_bytes
+(PROTOCOL.md 2.2).
+
+Every actor endpoint reports what it actually used (.info(): transport,
+shared_memory, stream messages/bytes out); the harness records it per trial.
+An actor that did not get the transport its peer stands for raises at once:
+a TCP peer not on TCP, a local one not on unix, or a local trajectory sender
+without its shared-memory region (run.py checks the records again)."""
 from __future__ import annotations
 
 import time
@@ -18,29 +29,65 @@ CONNECT_TIMEOUT = 60.0
 class RLink:
     library = "rlink"
 
-    def __init__(self, reliable: bool = False):
+    def __init__(self, reliable: bool = False, local: bool = False):
         self.reliable = reliable
+        self.local = local
 
     # ---------------------------------------------------------- one-way
     def oneway_receiver(self, kind: str, n_senders: int):
         return _Receiver(self.reliable)
 
     def oneway_sender(self, address: str, kind: str):
-        return _Sender(address)
+        return _Sender(address, self.local, need_shm=self.local and kind == "trajectory")
 
     # -------------------------------------------------------- broadcast
     def bcast_publisher(self, n_subscribers: int):
         return _Publisher(self.reliable, n_subscribers)
 
     def bcast_subscriber(self, address: str):
-        return _Subscriber(address)
+        return _Subscriber(address, self.local)
 
     # ------------------------------------------------------- round trip
     def rr_server(self):
         return _Server(self.reliable)
 
     def rr_client(self, address: str):
-        return _Client(address)
+        return _Client(address, self.local)
+
+
+def _actor(address, local, need_shm=False):
+    """An ActorNode: local=False -> TCP; local=True -> rlink's own defaults
+    (local=True, default shm_bytes: nothing passed). Raises unless it got
+    the transport (and, if need_shm, the shared-memory region) asked for."""
+    import rlink
+    kw = {} if local else {"local": False}
+    actor = rlink.ActorNode(learner_address=address, connect_timeout=CONNECT_TIMEOUT, **kw)
+    try:
+        _check(_info(actor), local, need_shm)
+    except BaseException:
+        actor.close(timeout=1.0)
+        raise
+    return actor
+
+
+def _info(actor) -> dict:
+    st = actor.stats()
+    return {"transport": st.get("transport"), "shared_memory": st.get("shared_memory"),
+            "messages_out": st.get("messages_out"), "bytes_out": st.get("bytes_out")}
+
+
+def _check(info, local, need_shm):
+    want = "unix" if local else "tcp"
+    if info["transport"] != want:
+        raise TransportMismatch(f"actor connected over {info['transport']!r}, expected {want!r} "
+                                f"(local={local}); stats: {info}")
+    if need_shm and not info["shared_memory"]:
+        raise TransportMismatch(f"actor on {info['transport']!r} has no shared-memory region "
+                                f"(shared_memory={info['shared_memory']!r}); stats: {info}")
+
+
+class TransportMismatch(RuntimeError):
+    pass
 
 
 class _Receiver:
@@ -61,9 +108,14 @@ class _Receiver:
 
 
 class _Sender:
-    def __init__(self, address):
-        import rlink
-        self.actor = rlink.ActorNode(learner_address=address, connect_timeout=CONNECT_TIMEOUT, local=False)
+    def __init__(self, address, local, need_shm):
+        self.local, self.need_shm = local, need_shm
+        self.actor = _actor(address, local, need_shm)
+
+    def info(self):
+        i = _info(self.actor)
+        _check(i, self.local, self.need_shm)   # still on it at the end
+        return i
 
     def send(self, payload):
         self.actor.send_trajectory(payload, timeout=30.0)
@@ -100,9 +152,14 @@ class _Publisher:
 
 
 class _Subscriber:
-    def __init__(self, address):
-        import rlink
-        self.actor = rlink.ActorNode(learner_address=address, connect_timeout=CONNECT_TIMEOUT, local=False)
+    def __init__(self, address, local):
+        self.local = local
+        self.actor = _actor(address, local)
+
+    def info(self):
+        i = _info(self.actor)
+        _check(i, self.local, False)
+        return i
 
     def wait(self, version, timeout):
         deadline = time.monotonic() + timeout
@@ -134,9 +191,14 @@ class _Server:
 
 
 class _Client:
-    def __init__(self, address):
-        import rlink
-        self.actor = rlink.ActorNode(learner_address=address, connect_timeout=CONNECT_TIMEOUT, local=False)
+    def __init__(self, address, local):
+        self.local = local
+        self.actor = _actor(address, local)
+
+    def info(self):
+        i = _info(self.actor)
+        _check(i, self.local, False)
+        return i
 
     def request(self, d, timeout):
         return self.actor.request(d, timeout=timeout)
