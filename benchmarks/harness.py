@@ -30,9 +30,9 @@ roundtrip one server, one client; the client times each request() with
           perf_counter_ns and checks the reply belongs to its request.
 
 Actor-side endpoints (senders, subscribers, the round-trip client) that have
-an .info() method report it after the measurement (rlink: the transport and
-whether a shared-memory region was used); the trial's "actor_transport" lists
-one per actor.
+an .info() method report it after their last message, outside the
+measurement (rlink: the transport and whether a shared-memory region was
+used); the trial's "actor_transport" lists one per actor.
 """
 from __future__ import annotations
 
@@ -268,9 +268,10 @@ def _oneway_sender(peer_name, kind, idx, n, warmup, addr_q, go, go_time, done):
                 wait(tokens[slot])
             tokens[slot] = send(pool[slot](base | i))
         sent_s = time.perf_counter() - t_go
+        info = _info(tx)   # before the receiver can finish and close
         if not done.wait(READY_TIMEOUT + STEP_TIMEOUT):
             raise TimeoutError("receiver did not finish")
-        return {"send_s": sent_s, "go_delay_s": go_delay, "info": _info(tx)}
+        return {"send_s": sent_s, "go_delay_s": go_delay, "info": info}
     finally:
         _at_exit(tx.close)
 
@@ -346,9 +347,11 @@ def _bcast_subscriber(peer_name, idx, versions, warmup, addr_q, ack_q, done):
             t = time.monotonic()
             W.check_params(params, v)
             del params
+            if v == warmup + versions:
+                info = _info(sub)   # before the publisher can finish and close
             ack_q.put((idx, v, t))
         done.wait(STEP_TIMEOUT)
-        return {"info": _info(sub)}
+        return {"info": info}
     finally:
         _at_exit(sub.close)
 

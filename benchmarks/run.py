@@ -222,7 +222,7 @@ def check_transport(case: dict, peer: str, r: dict) -> str:
     if case.get("kind") == "trajectory":
         msgs = sum(i.get("messages_out") or 0 for i in infos)
         out = sum(i.get("bytes_out") or 0 for i in infos)
-        if msgs:
+        if msgs and all(i.get("end") == "connected" for i in infos):
             # bytes the actors wrote to their sockets over the array bytes they
             # sent (warm-up included): ~1 over TCP; with shared memory, the
             # share of trajectories that fell back to the socket (region full)

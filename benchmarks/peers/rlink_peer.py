@@ -14,6 +14,10 @@ total 64 KiB or more, a shared-memory region of the default shm_bytes
 
 Every actor endpoint reports what it actually used (.info(): transport,
 shared_memory, stream messages/bytes out); the harness records it per trial.
+The transport is checked when the actor has connected and again by .info()
+after the last send, unless the learner has already closed the connection
+by then (it had everything: "end": "disconnected", the connect-time record
+stands).
 An actor that did not get the transport its peer stands for raises at once:
 a TCP peer not on TCP, a local one not on unix, or a local trajectory sender
 without its shared-memory region (run.py checks the records again)."""
@@ -56,18 +60,32 @@ class RLink:
 
 
 def _actor(address, local, need_shm=False):
-    """An ActorNode: local=False -> TCP; local=True -> rlink's own defaults
-    (local=True, default shm_bytes: nothing passed). Raises unless it got
-    the transport (and, if need_shm, the shared-memory region) asked for."""
+    """-> (ActorNode, its checked connect-time info). local=False -> TCP;
+    local=True -> rlink's own defaults (local=True, default shm_bytes:
+    nothing passed). Raises unless it got the transport (and, if need_shm,
+    the shared-memory region) asked for."""
     import rlink
     kw = {} if local else {"local": False}
     actor = rlink.ActorNode(learner_address=address, connect_timeout=CONNECT_TIMEOUT, **kw)
     try:
-        _check(_info(actor), local, need_shm)
+        info = _info(actor)
+        _check(info, local, need_shm)
     except BaseException:
         actor.close(timeout=1.0)
         raise
-    return actor
+    return actor, info
+
+
+class _ActorEndpoint:
+    local = need_shm = False
+    actor = connected = None
+
+    def info(self):
+        end = _info(self.actor)
+        if end["transport"] is None:   # the learner closed first: it had everything
+            return dict(self.connected, end="disconnected")
+        _check(end, self.local, self.need_shm)   # still on it at the end
+        return dict(end, end="connected")
 
 
 def _info(actor) -> dict:
@@ -107,15 +125,10 @@ class _Receiver:
         self.learner.close(timeout=1.0)
 
 
-class _Sender:
+class _Sender(_ActorEndpoint):
     def __init__(self, address, local, need_shm):
         self.local, self.need_shm = local, need_shm
-        self.actor = _actor(address, local, need_shm)
-
-    def info(self):
-        i = _info(self.actor)
-        _check(i, self.local, self.need_shm)   # still on it at the end
-        return i
+        self.actor, self.connected = _actor(address, local, need_shm)
 
     def send(self, payload):
         self.actor.send_trajectory(payload, timeout=30.0)
@@ -151,15 +164,10 @@ class _Publisher:
         self.learner.close(timeout=1.0)
 
 
-class _Subscriber:
+class _Subscriber(_ActorEndpoint):
     def __init__(self, address, local):
         self.local = local
-        self.actor = _actor(address, local)
-
-    def info(self):
-        i = _info(self.actor)
-        _check(i, self.local, False)
-        return i
+        self.actor, self.connected = _actor(address, local)
 
     def wait(self, version, timeout):
         deadline = time.monotonic() + timeout
@@ -190,15 +198,10 @@ class _Server:
         self.learner.close(timeout=1.0)
 
 
-class _Client:
+class _Client(_ActorEndpoint):
     def __init__(self, address, local):
         self.local = local
-        self.actor = _actor(address, local)
-
-    def info(self):
-        i = _info(self.actor)
-        _check(i, self.local, False)
-        return i
+        self.actor, self.connected = _actor(address, local)
 
     def request(self, d, timeout):
         return self.actor.request(d, timeout=timeout)
