@@ -1,17 +1,21 @@
 /* C floors for the rlink benchmarks: what the kernel and the memory system
  * allow on this machine, with no Python and no library in the way.
  *
- *   floors pingpong N WARMUP [spin] TCP loopback, 64-byte messages, TCP_NODELAY,
+ *   floors pingpong N WARMUP [spin] [unix]
+ *                                   TCP loopback, 64-byte messages, TCP_NODELAY,
  *                                   one process sends and waits for the echo from
  *                                   another: round-trip quantiles in microseconds.
  *                                   "spin": both sides busy-poll non-blocking sockets
  *                                   instead of sleeping in read() (no wake-ups: shows
- *                                   what sleeping and waking costs on this machine)
- *   floors stream MIB WARMUP_MIB [SOCKBUF]
+ *                                   what sleeping and waking costs on this machine).
+ *                                   "unix": over an AF_UNIX stream socket instead
+ *   floors stream MIB WARMUP_MIB [SOCKBUF] [unix]
  *                                   TCP loopback, 1 MiB write()s, receiver read()s
  *                                   whole MiB chunks into one buffer: GB/s. SOCKBUF > 0
  *                                   sets SO_SNDBUF/SO_RCVBUF (bytes) on both ends, as
  *                                   rlink does (4 MiB); 0 leaves the kernel's autotuning
+ *                                   (AF_UNIX: the default buffer; it has no autotuning).
+ *                                   "unix": over an AF_UNIX stream socket instead
  *   floors msgs tcp|unix single|writev N WARMUP
  *                                   100-byte messages with a 4-byte length prefix;
  *                                   "single": one write() per message, "writev":
@@ -130,11 +134,11 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 /* ------------------------------------------------------------ pingpong */
-static int pingpong(long n, long warm, int spin) {
-    int port = 0, ls = listen_on(AF_INET, &port);
+static int pingpong(int family, long n, long warm, int spin) {
+    int port = 0, ls = listen_on(family, &port);
     pid_t pid = fork();
     if (pid == 0) {                       /* echo server */
-        int s = connect_to(AF_INET, port, 1);
+        int s = connect_to(family, port, 1);
         if (spin) fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_NONBLOCK);
         uint8_t m[64];
         for (long i = 0; i < n + warm; i++) {
@@ -144,7 +148,7 @@ static int pingpong(long n, long warm, int spin) {
         close(s);
         _exit(0);
     }
-    int s = accept_one(ls, AF_INET, 1);
+    int s = accept_one(ls, family, 1);
     if (spin) fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_NONBLOCK);
     double *rtt = malloc(sizeof(double) * (size_t)n), sum = 0;
     uint8_t m[64], r[64];
@@ -161,10 +165,12 @@ static int pingpong(long n, long warm, int spin) {
         if (i >= warm) { rtt[i - warm] = dt * 1e6; sum += dt * 1e6; }
     }
     close(s);
+    if (family == AF_UNIX) unlink(unix_path);
     if (wait_child(pid)) FAIL("echo server failed");
     qsort(rtt, (size_t)n, sizeof(double), cmp_double);
-    printf("{\"floor\": \"tcp_pingpong_64B%s\", \"n\": %ld, \"mean_us\": %.3f, \"p50_us\": %.3f, "
-           "\"p99_us\": %.3f, \"p999_us\": %.3f, \"quantiles_us\": [", spin ? "_spin" : "", n, sum / n,
+    printf("{\"floor\": \"%s_pingpong_64B%s\", \"n\": %ld, \"mean_us\": %.3f, \"p50_us\": %.3f, "
+           "\"p99_us\": %.3f, \"p999_us\": %.3f, \"quantiles_us\": [",
+           family == AF_UNIX ? "unix" : "tcp", spin ? "_spin" : "", n, sum / n,
            rtt[n / 2], rtt[(long)(n * 0.99)], rtt[(long)(n * 0.999)]);
     for (int q = 0; q <= 200; q++) {
         long idx = (long)((double)q / 200 * (n - 1));
@@ -183,17 +189,23 @@ static void set_bufs(int s, int bytes) {
     setsockopt(s, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
 }
 
-static int stream(long mib, long warm_mib, int sockbuf) {
-    int port = 0, ls = listen_on(AF_INET, &port);
+static int stream(int family, long mib, long warm_mib, int sockbuf) {
+    int port = 0, ls = listen_on(family, &port);
     set_bufs(ls, sockbuf);   /* inherited by the accepted socket */
     long total = mib + warm_mib;
     pid_t pid = fork();
     if (pid == 0) {
-        int s = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-                                .sin_port = htons(port)};
+        int s = socket(family, SOCK_STREAM, 0);
         set_bufs(s, sockbuf);
-        if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) DIE("connect");
+        if (family == AF_UNIX) {
+            struct sockaddr_un a = {.sun_family = AF_UNIX};
+            strcpy(a.sun_path, unix_path);
+            if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) DIE("connect unix");
+        } else {
+            struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                                    .sin_port = htons(port)};
+            if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) DIE("connect");
+        }
         uint8_t *b = malloc(CHUNK);
         memset(b, 0x5a, CHUNK);
         for (long i = 0; i < total; i++) {
@@ -205,7 +217,7 @@ static int stream(long mib, long warm_mib, int sockbuf) {
         close(s);
         _exit(0);
     }
-    int s = accept_one(ls, AF_INET, 0);
+    int s = accept_one(ls, family, 0);
     uint8_t *b = malloc(CHUNK);
     double t0 = 0;
     for (long i = 0; i < total; i++) {
@@ -217,9 +229,11 @@ static int stream(long mib, long warm_mib, int sockbuf) {
     }
     double dt = now() - t0;
     close(s);
+    if (family == AF_UNIX) unlink(unix_path);
     if (wait_child(pid)) FAIL("sender failed");
-    printf("{\"floor\": \"tcp_stream_1MiB\", \"sockbuf\": %d, \"bytes\": %ld, \"seconds\": %.6f, "
-           "\"GBps\": %.4f}\n", sockbuf, mib * (long)CHUNK, dt, mib * (double)CHUNK / dt / 1e9);
+    printf("{\"floor\": \"%s_stream_1MiB\", \"sockbuf\": %d, \"bytes\": %ld, \"seconds\": %.6f, "
+           "\"GBps\": %.4f}\n", family == AF_UNIX ? "unix" : "tcp", sockbuf, mib * (long)CHUNK, dt,
+           mib * (double)CHUNK / dt / 1e9);
     return 0;
 }
 
@@ -321,10 +335,13 @@ static int bench_memcpy(long mib, int reps) {
 
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOFBF, 1 << 16);
+    /* a trailing "unix" selects AF_UNIX for pingpong and stream (TCP otherwise) */
+    int unix_last = argc >= 5 && !strcmp(argv[argc - 1], "unix");
+    int family = unix_last ? AF_UNIX : AF_INET, nargs = argc - unix_last;
     if (argc >= 4 && !strcmp(argv[1], "pingpong"))
-        return pingpong(atol(argv[2]), atol(argv[3]), argc >= 5 && !strcmp(argv[4], "spin"));
+        return pingpong(family, atol(argv[2]), atol(argv[3]), nargs >= 5 && !strcmp(argv[4], "spin"));
     if (argc >= 4 && !strcmp(argv[1], "stream"))
-        return stream(atol(argv[2]), atol(argv[3]), argc >= 5 ? atoi(argv[4]) : 0);
+        return stream(family, atol(argv[2]), atol(argv[3]), nargs >= 5 ? atoi(argv[4]) : 0);
     if (argc >= 6 && !strcmp(argv[1], "msgs"))
         return msgs(strcmp(argv[2], "unix") ? AF_INET : AF_UNIX, !strcmp(argv[3], "writev"),
                     atol(argv[4]), atol(argv[5]));

@@ -60,6 +60,13 @@ def floor_specs(quick: bool) -> dict:
         "tcp_stream_1MiB_autobuf": (["stream", str(2048 // k), "128", "0"], "GBps", "GB/s", True),
         "tcp_stream_1MiB_4MiBbuf": (["stream", str(2048 // k), "128", str(4 << 20)], "GBps", "GB/s",
                                     True),
+        # The same over AF_UNIX: what rlink-local (same host) is compared with.
+        # "autobuf" here is the kernel's default buffer (AF_UNIX has no autotuning).
+        "unix_pingpong_64B": (["pingpong", str(20_000 // k), "1000", "unix"], "p50_us", "µs", False),
+        "unix_stream_1MiB_autobuf": (["stream", str(2048 // k), "128", "0", "unix"], "GBps", "GB/s",
+                                     True),
+        "unix_stream_1MiB_4MiBbuf": (["stream", str(2048 // k), "128", str(4 << 20), "unix"], "GBps",
+                                     "GB/s", True),
         "tcp_100B_write1": (["msgs", "tcp", "single", str(1_000_000 // k), "10000"], "msgps", "msg/s", True),
         "tcp_100B_writev64": (["msgs", "tcp", "writev", str(5_000_000 // k), "10000"], "msgps", "msg/s", True),
         "unix_100B_write1": (["msgs", "unix", "single", str(1_000_000 // k), "10000"], "msgps", "msg/s", True),

@@ -28,6 +28,11 @@ broadcast one publisher and 2 subscribers. For each version the publisher
           both acknowledged. Figure: max(t_subscriber) - t0 per version.
 roundtrip one server, one client; the client times each request() with
           perf_counter_ns and checks the reply belongs to its request.
+
+Actor-side endpoints (senders, subscribers, the round-trip client) that have
+an .info() method report it after their last message, outside the
+measurement (rlink: the transport and whether a shared-memory region was
+used); the trial's "actor_transport" lists one per actor.
 """
 from __future__ import annotations
 
@@ -166,6 +171,17 @@ def _read_logs(logdir, tail=2000):
 
 # ------------------------------------------------------------------ one-way
 
+def _info(endpoint):
+    """endpoint.info() if the peer has it (after the measurement), else None."""
+    info = getattr(endpoint, "info", None)
+    return info() if info else None
+
+
+def _actor_infos(res, roles):
+    infos = [res[r].get("info") for r in roles]
+    return infos if any(i is not None for i in infos) else None
+
+
 def _oneway_receiver(peer_name, kind, k, n, warmup, addr_q, go, go_time, done):
     peer = _peer(peer_name)
     loose = getattr(peer, "loose_scalars", False)
@@ -252,9 +268,10 @@ def _oneway_sender(peer_name, kind, idx, n, warmup, addr_q, go, go_time, done):
                 wait(tokens[slot])
             tokens[slot] = send(pool[slot](base | i))
         sent_s = time.perf_counter() - t_go
+        info = _info(tx)   # before the receiver can finish and close
         if not done.wait(READY_TIMEOUT + STEP_TIMEOUT):
             raise TimeoutError("receiver did not finish")
-        return {"send_s": sent_s, "go_delay_s": go_delay}
+        return {"send_s": sent_s, "go_delay_s": go_delay, "info": info}
     finally:
         _at_exit(tx.close)
 
@@ -286,7 +303,8 @@ def oneway(peer, kind, k, n, warmup, timeout):
             "all_s": rx["all_s"], "mid_s": rx["mid_s"], "mid_counts": mid,
             "first_done_s": rx["first_done_s"], "counts_first": rx["counts_first"],
             "sender_send_s": [res[f"sender{i}"]["send_s"] for i in range(k)],
-            "sender_go_delay_s": [res[f"sender{i}"]["go_delay_s"] for i in range(k)]}
+            "sender_go_delay_s": [res[f"sender{i}"]["go_delay_s"] for i in range(k)],
+            "actor_transport": _actor_infos(res, [f"sender{i}" for i in range(k)])}
 
 
 # ---------------------------------------------------------------- broadcast
@@ -329,8 +347,11 @@ def _bcast_subscriber(peer_name, idx, versions, warmup, addr_q, ack_q, done):
             t = time.monotonic()
             W.check_params(params, v)
             del params
+            if v == warmup + versions:
+                info = _info(sub)   # before the publisher can finish and close
             ack_q.put((idx, v, t))
         done.wait(STEP_TIMEOUT)
+        return {"info": info}
     finally:
         _at_exit(sub.close)
 
@@ -345,7 +366,8 @@ def broadcast(peer, k, versions, warmup, timeout):
     secs = [x["s"] for x in b]
     return {"seconds": float(np.median(secs)), "broadcast_s": secs,
             "publish_call_s": [x["publish_call_s"] for x in b],
-            "per_actor_s": [x["per_actor_s"] for x in b], "subscribers": k}
+            "per_actor_s": [x["per_actor_s"] for x in b], "subscribers": k,
+            "actor_transport": _actor_infos(res, [f"subscriber{i}" for i in range(k)])}
 
 
 # --------------------------------------------------------------- round trip
@@ -387,7 +409,8 @@ def _rr_client(peer_name, n, warmup, addr_q, done):
                 "p99_us": float(np.percentile(us, 99)),
                 "p999_us": float(np.percentile(us, 99.9)),
                 "mean_us": float(us.mean()),
-                "quantiles_us": [round(float(x), 3) for x in np.quantile(us, QUANTILE_GRID)]}
+                "quantiles_us": [round(float(x), 3) for x in np.quantile(us, QUANTILE_GRID)],
+                "info": _info(cli)}
     finally:
         done.set()
         _at_exit(cli.close)
@@ -398,5 +421,6 @@ def roundtrip(peer, n, warmup, timeout):
     res = run_procs([("server", _rr_server, (peer, n, warmup, addr_q, done)),
                      ("client", _rr_client, (peer, n, warmup, addr_q, done))], timeout)
     r = dict(res["client"])
-    del r["role"], r["ok"]
+    del r["role"], r["ok"], r["info"]
+    r["actor_transport"] = _actor_infos(res, ["client"])
     return r

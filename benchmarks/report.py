@@ -8,9 +8,23 @@ import statistics
 from . import workloads as W
 
 PARAM_BYTES = W.PARAM_ARRAYS * W.PARAM_SHAPE[0] * W.PARAM_SHAPE[1] * 4
-PEER_LABEL = {"rlink": "rlink", "rlink-reliable": "rlink reliable", "pyzmq": "pyzmq",
+PEER_LABEL = {"rlink": "rlink", "rlink-local": "rlink (same host: unix + shm)",
+              "rlink-reliable": "rlink reliable", "pyzmq": "pyzmq",
               "portal": "portal", "mp.connection": "mp.connection",
               "socket+pickle5": "socket+pickle5"}
+LOCAL = "rlink-local"
+# rlink-local runs over AF_UNIX (and shared memory): its "C floor" is the
+# AF_UNIX twin of the row's TCP floor. Every other peer is over TCP.
+PEER_FLOOR = {LOCAL: {"tcp_stream_1MiB": "unix_stream_1MiB",
+                      "tcp_pingpong_64B": "unix_pingpong_64B",
+                      "tcp_100B_writev64": "unix_100B_writev64"}}
+DERIVED_FLOORS = ["tcp_stream_1MiB", "unix_stream_1MiB"]   # best of _autobuf / _4MiBbuf
+# W3 same-host target: rlink-local against the best of these (all over TCP)
+W3_OTHERS = ["pyzmq", "portal", "mp.connection", "socket+pickle5", "rlink"]
+
+
+def floor_for(peer, fname):
+    return PEER_FLOOR.get(peer, {}).get(fname, fname)
 
 
 def _stats(values):
@@ -38,15 +52,17 @@ def _rows(order, cases_def):
 
 
 def _floor_by_repeat(floor_runs, name, key, row_id, case):
-    """{repeat: floor value} from the floor runs made right before this case."""
-    out = {}
+    """{repeat: floor value} from the floor runs made right before this case;
+    for a repeat without one, the reference run of that floor in the same
+    repeat (case None: unix_100B_writev64 for rlink-local's W1 and scaling)."""
+    out, ref = {}, {}
     for r in floor_runs:
-        if r["name"] == name and r.get("case") == case:
+        if r["name"] == name and r.get("case") in (case, None):
             v = r[key] if key else r["value"]
-            if row_id == "W3":   # 2 x 64 MiB at the measured TCP stream rate
+            if row_id == "W3":   # 2 x 64 MiB at the measured stream rate
                 v = 2 * PARAM_BYTES / (v * 1e9)
-            out[r["repeat"]] = v
-    return out
+            (out if r.get("case") == case else ref)[r["repeat"]] = v
+    return {**ref, **out}
 
 
 def _paired(a: dict, b: dict):
@@ -66,6 +82,12 @@ def build_results(info, args, cases_def, order, cases, peers, runs, floor_runs, 
         fl = _floor_by_repeat(floor_runs, fname, fkey, row_id, c)
         row = {"id": row_id, "case": c, "title": title, "unit": unit, "higher_is_better": higher,
                "floor_name": fname, "floor": _stats(list(fl.values())), "peers": {}}
+        pfl = {}   # peer -> its floor by repeat, where it is not the row's floor
+        if LOCAL in cases_def[c]["peers"] and LOCAL in peers and floor_for(LOCAL, fname) != fname:
+            lname = floor_for(LOCAL, fname)
+            pfl[LOCAL] = _floor_by_repeat(floor_runs, lname, fkey, row_id, c)
+            row["local_floor_name"] = lname
+            row["local_floor"] = _stats(list(pfl[LOCAL].values()))
         by_rep = {}
         for p in cases_def[c]["peers"]:
             if p not in peers:
@@ -85,15 +107,31 @@ def build_results(info, args, cases_def, order, cases, peers, runs, floor_runs, 
         # Ratios of medians, and the same ratios paired repeat by repeat
         # (each repeat's peer value over the floor / pyzmq measured seconds
         # to a minute before or after it).
-        flm = row["floor"]["median"] if row["floor"] else None
         zq = (row["peers"].get("pyzmq") or {}).get("median")
         for p, st in row["peers"].items():
             if st is None:
                 continue
+            pf = pfl.get(p, fl)
+            fst = _stats(list(pf.values()))
+            flm = fst["median"] if fst else None
+            st["floor_name"] = row.get("local_floor_name", fname) if p in pfl else fname
             st["vs_floor"] = st["median"] / flm if flm else None
             st["vs_pyzmq"] = st["median"] / zq if zq else None
-            st["paired_vs_floor"] = _paired(by_rep[p], fl)
+            st["paired_vs_floor"] = _paired(by_rep[p], pf)
             st["paired_vs_pyzmq"] = _paired(by_rep[p], by_rep.get("pyzmq", {}))
+        st = row["peers"].get(LOCAL)
+        if row_id == "W3" and st:
+            # rlink-local against the fastest other peer, by medians and per repeat
+            others = {p: row["peers"][p]["median"] for p in W3_OTHERS if row["peers"].get(p)}
+            if others:
+                best = min(others, key=others.get)
+                st["best_other"] = best
+                st["vs_best_other"] = st["median"] / others[best]
+                best_rep = {}
+                for p in others:
+                    for k, v in by_rep[p].items():
+                        best_rep[k] = min(best_rep.get(k, v), v)
+                st["paired_vs_best_other"] = _paired(by_rep[LOCAL], best_rep)
         if "rlink-reliable" in by_rep and "rlink" in by_rep and row["peers"].get("rlink-reliable"):
             row["peers"]["rlink-reliable"]["paired_vs_rlink"] = _paired(by_rep["rlink-reliable"],
                                                                          by_rep["rlink"])
@@ -103,7 +141,7 @@ def build_results(info, args, cases_def, order, cases, peers, runs, floor_runs, 
                "cases": {c: {k: v for k, v in cases_def[c].items()} for c in cases},
                "rows": rows, "scaling": scaling,
                "floors": {name: _stats([r["value"] for r in floor_runs if r["name"] == name])
-                          for name in list(fspecs) + ["tcp_stream_1MiB"]},
+                          for name in list(fspecs) + DERIVED_FLOORS},
                "floors_note": "each case's floors run right before it in every repeat; "
                               "these summaries pool all of a floor's runs",
                "floor_runs": floor_runs, "runs": runs, "failures": failures,
@@ -119,7 +157,7 @@ def _scaling(rows, cases_def):
         row = by_id.get(rid)
         if not row:
             continue
-        for p in ("rlink", "pyzmq"):
+        for p in ("rlink", LOCAL, "pyzmq"):
             st = row["peers"].get(p)
             if st:
                 out.setdefault(p, {})[k] = {"median": st["median"], "min": st["min"],
@@ -144,6 +182,10 @@ def _targets(results):
     def floor(rid):
         _, row = _peer(results, rid, "rlink")
         return row["floor"]["median"] if row and row["floor"] else None
+
+    def local_floor(rid):
+        _, row = _peer(results, rid, LOCAL)
+        return row["local_floor"]["median"] if row and row.get("local_floor") else None
 
     def add(name, rid, peer, attr, op, bound, detail, extra_ok=True):
         st, _ = _peer(results, rid, peer)
@@ -173,6 +215,22 @@ def _targets(results):
         f"{f(med('W4 p50', 'rlink'), 'µs')} vs {f(floor('W4 p50'), 'µs')}")
     add("W4: rlink p99 ≤ 2× C 64 B ping-pong p99", "W4 p99", "rlink", "vs_floor", "<=", 2.0,
         f"{f(med('W4 p99', 'rlink'), 'µs')} vs {f(floor('W4 p99'), 'µs')}")
+    # Issue 8, same host: rlink-local (AF_UNIX + shared memory) beside the TCP
+    # peers and the AF_UNIX floors measured in the same run.
+    if any(_peer(results, rid, LOCAL)[0] for rid in ("W2", "W3", "W4 p50")):
+        add("W2 1→1 same host: rlink-local ≥ 1.8× pyzmq (over TCP) (GB/s)", "W2", LOCAL,
+            "vs_pyzmq", ">=", 1.8, f"{f(med('W2', LOCAL), 'GB/s')} vs {f(med('W2', 'pyzmq'), 'GB/s')}")
+        add("W2 1→1 same host: rlink-local ≥ 1.0× C AF_UNIX stream floor (GB/s)", "W2", LOCAL,
+            "vs_floor", ">=", 1.0, f"{f(med('W2', LOCAL), 'GB/s')} vs {f(local_floor('W2'), 'GB/s')}")
+        st, _ = _peer(results, "W3", LOCAL)
+        best = st.get("best_other") if st else None
+        add("W3 same host: rlink-local ≤ 0.5× the best other peer (s)", "W3", LOCAL,
+            "vs_best_other", "<=", 0.5,
+            f"{f(med('W3', LOCAL), 's')} vs {f(med('W3', best), 's') if best else '–'}"
+            + (f" ({PEER_LABEL[best]})" if best else ""))
+        add("W4 same host: rlink-local p50 ≤ 1.3× C AF_UNIX 64 B ping-pong p50", "W4 p50", LOCAL,
+            "vs_floor", "<=", 1.3,
+            f"{f(med('W4 p50', LOCAL), 'µs')} vs {f(local_floor('W4 p50'), 'µs')}")
     for rid, unit in (("W1", "msg/s"), ("W2", "GB/s")):
         a, b = med(rid, "rlink-reliable"), med(rid, "rlink")
         v = a / b if a and b else None
@@ -235,16 +293,27 @@ def markdown(results) -> str:
                + (" --quick: a quarter to a fifth of the messages per trial (W4: 5,000 round "
                   "trips), no callgrind." if a.get("quick") else ""))
     out.append("")
-    out.append("| workload | unit | C floor | " + " | ".join(PEER_LABEL[p] for p in peers) + " |")
-    out.append("|---|---|---|" + "---|" * len(peers))
+    ux = any("local_floor_name" in r for r in rows)   # rlink-local ran: AF_UNIX floors too
+    out.append("| workload | unit | C floor (TCP) | " + ("C floor (AF_UNIX) | " if ux else "")
+               + " | ".join(PEER_LABEL[p] for p in peers) + " |")
+    out.append("|---|---|---|" + ("---|" if ux else "") + "---|" * len(peers))
     for r in rows:
         cells = [(_cell(r["peers"][p], r["unit"]) if p in r["peers"] else "") for p in peers]
         fl = _cell(r["floor"], r["unit"]) if r["floor"] else "n/a"
+        if ux:
+            fl += " | " + (_cell(r["local_floor"], r["unit"]) if r.get("local_floor") else
+                           ("n/a" if "local_floor_name" in r else ""))
         out.append(f"| {r['title']} | {r['unit']} {units_note.get(r['unit'], '')} | {fl} | "
                    + " | ".join(cells) + " |")
     out.append("")
+    if LOCAL in peers:
+        out.append(f"{PEER_LABEL[LOCAL]} is rlink with its defaults on one host: the actors "
+                   "connect over an abstract AF_UNIX socket and hand trajectories of 64 KiB or "
+                   "more to the learner through shared memory; every other peer, \"rlink\" "
+                   "included, runs over TCP loopback. Its C floor is the AF_UNIX one.")
+        out.append("")
     out.append("Ratios of medians, each peer ÷ the C floor / ÷ pyzmq (for µs and s, lower is "
-               "better; for msg/s and GB/s, higher is better):")
+               "better; for msg/s and GB/s, higher is better; rlink-local ÷ the AF_UNIX floor):")
     out.append("")
     out.append("| workload | C floor used | " + " | ".join(PEER_LABEL[p] for p in peers) + " |")
     out.append("|---|---|" + "---|" * len(peers))
@@ -259,6 +328,8 @@ def markdown(results) -> str:
             else:
                 cells.append(f"{_ratio(st['vs_floor'])} / {_ratio(st['vs_pyzmq'])}")
         fname = r["floor_name"] + (" (2 × 64 MiB)" if r["id"] == "W3" else "")
+        if "local_floor_name" in r:
+            fname += f"; rlink-local: {r['local_floor_name']}"
         out.append(f"| {r['title']} | {fname} | " + " | ".join(cells) + " |")
     out.append("")
     shares = [(p, st) for r in rows if r["id"] == "W2x2" for p, st in r["peers"].items() if st]
@@ -269,7 +340,17 @@ def markdown(results) -> str:
                            "/".join(f"{x:.0%}" for x in s) for s in st["shares"])
                        for p, st in shares) + ".")
         out.append("")
-    out.append("Targets (rlink, this run). \"measured\" is the ratio of the medians; "
+    ss = [(r["case"], r["repeat"], r["socket_share"]) for r in results["runs"]
+          if r["peer"] == LOCAL and "socket_share" in r]
+    if ss:
+        out.append(f"{PEER_LABEL[LOCAL]}: share of the trajectories' array bytes that still "
+                   "crossed the socket (the region was full), per trial: " + "; ".join(
+                       f"{c} " + ", ".join(f"{x:.1%}" for cc, _, x in sorted(ss, key=lambda t: t[1])
+                                           if cc == c)
+                       for c in dict.fromkeys(c for c, _, _ in ss)) + ".")
+        out.append("")
+    out.append("Targets (rlink over TCP; \"same host\": rlink-local; this run). "
+               "\"measured\" is the ratio of the medians; "
                "\"paired\" is the same ratio taken repeat by repeat (each repeat's figure over "
                "the floor or peer measured next to it), median [min–max]:")
     out.append("")
@@ -290,9 +371,10 @@ def markdown(results) -> str:
             f"{k} {fmt(v['median'], _floor_unit(k))} {_floor_unit(k)} "
             f"[{fmt(v['min'], _floor_unit(k))}–{fmt(v['max'], _floor_unit(k))}]"
             for k, v in fl.items() if v) + ".")
-        pp = [r for r in results["floor_runs"] if r["name"] == "tcp_pingpong_64B"]
-        if pp:
-            out.append(f"(ping-pong p99 {statistics.median(r['p99_us'] for r in pp):.1f} µs.)")
+        for name in ("tcp_pingpong_64B", "unix_pingpong_64B"):
+            pp = [r for r in results["floor_runs"] if r["name"] == name]
+            if pp:
+                out.append(f"({name} p99 {statistics.median(r['p99_us'] for r in pp):.1f} µs.)")
         out.append("")
     cg = results.get("callgrind")
     if cg:
@@ -310,9 +392,9 @@ def markdown(results) -> str:
 
 
 def _floor_unit(name):
-    if name.startswith("tcp_stream") or name == "memcpy":
+    if "_stream_" in name or name == "memcpy":
         return "GB/s"
-    return "µs" if name.startswith("tcp_pingpong_64B") else "msg/s"
+    return "µs" if "_pingpong_64B" in name else "msg/s"
 
 
 def callgrind_markdown(cg) -> str:
@@ -364,7 +446,7 @@ def plot_all(results, out_dir):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"rlink": "#d62728", "rlink-reliable": "#ff9896", "pyzmq": "#1f77b4",
+    colors = {"rlink": "#d62728", "rlink-local": "#e377c2", "rlink-reliable": "#ff9896", "pyzmq": "#1f77b4",
               "portal": "#2ca02c", "mp.connection": "#9467bd", "socket+pickle5": "#8c564b",
               "C floor": "#444444"}
     rows = {r["id"]: r for r in results["rows"]}
@@ -372,6 +454,9 @@ def plot_all(results, out_dir):
     subtitle = (f"{info['cpu']}, {info['nproc']} cores, Linux {info['kernel']}, "
                 f"Python {info['python']}; median of {results['args']['repeats']}, bars span min–max")
     paths = []
+
+    def rid_is_not_w1(row):   # W1's AF_UNIX floor (64 per writev) is a reference, far off scale
+        return row["id"] != "W1"
 
     def bars(ax, row, title, scale=1.0, unit="", floor_label=None):
         names = [p for p, st in row["peers"].items() if st]
@@ -397,6 +482,14 @@ def plot_all(results, out_dir):
                             bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none"))
             else:
                 ax.set_title(f"{title}\n{label} (off scale)", fontsize=9)
+        if row.get("local_floor") and rid_is_not_w1(row):
+            f = row["local_floor"]["median"] * scale
+            if f <= 3 * max(med):
+                ax.axhline(f, color=colors["C floor"], ls=":", lw=1)
+                ax.annotate(f"C AF_UNIX floor {f:.3g} (rlink-local's)", (len(names) - 0.55, f),
+                            ha="right", va="bottom", fontsize=7, xytext=(0, 2),
+                            textcoords="offset points",
+                            bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none"))
 
     panels = [(rid, t, s, u) for rid, t, s, u in [
         ("W1", "W1 step messages 1→1 (msg/s, ↑)", 1e-3, "k msg/s"),
@@ -433,11 +526,13 @@ def plot_all(results, out_dir):
             r = sorted(rr, key=lambda r: r["p50_us"])[len(rr) // 2]   # the median repeat
             ax.plot(r["quantiles_us"], grid, label=f"{PEER_LABEL[peer]} (p50 {r['p50_us']:.0f} µs)",
                     color=colors[peer])
-        pp = [r for r in results["floor_runs"] if r["name"] == "tcp_pingpong_64B"]
-        if pp:
-            r = sorted(pp, key=lambda r: r["p50_us"])[len(pp) // 2]
-            ax.plot(r["quantiles_us"], grid, label=f"C TCP ping-pong 64 B (p50 {r['p50_us']:.0f} µs)",
-                    color=colors["C floor"], ls="--")
+        for name, label, ls in (("tcp_pingpong_64B", "C TCP ping-pong 64 B", "--"),
+                                ("unix_pingpong_64B", "C AF_UNIX ping-pong 64 B", ":")):
+            pp = [r for r in results["floor_runs"] if r["name"] == name]
+            if pp:
+                r = sorted(pp, key=lambda r: r["p50_us"])[len(pp) // 2]
+                ax.plot(r["quantiles_us"], grid, label=f"{label} (p50 {r['p50_us']:.0f} µs)",
+                        color=colors["C floor"], ls=ls)
         ax.set_xscale("log")
         ax.set_xlabel("round-trip time (µs, log scale)")
         ax.set_ylabel("fraction of round trips")

@@ -30,11 +30,17 @@ if __package__ in (None, ""):   # run as a script: benchmarks/run.py
 from . import floors as F          # noqa: E402
 from . import harness as H         # noqa: E402
 from . import report as R          # noqa: E402
+from . import workloads as W       # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ALL_PEERS = ["rlink", "rlink-reliable", "pyzmq", "portal", "mp.connection", "socket+pickle5"]
+ALL_PEERS = ["rlink", "rlink-local", "rlink-reliable", "pyzmq", "portal", "mp.connection",
+             "socket+pickle5"]
 NO_RELIABLE = [p for p in ALL_PEERS if p != "rlink-reliable"]
-SCALING_PEERS = ["rlink", "pyzmq"]
+SCALING_PEERS = ["rlink", "rlink-local", "pyzmq"]
+# rlink-local is rlink with its same-host defaults (AF_UNIX, shared memory);
+# every other peer runs over TCP loopback. Its ratios to the C floor are to
+# the AF_UNIX floors (report.PEER_FLOOR), which run only when it does.
+LOCAL_PEER = "rlink-local"
 SCALING_ACTORS = [1, 4, 16, 64]
 
 
@@ -50,35 +56,40 @@ def _n(default, **per_peer):
 # machine's speed drifts). These run once per repeat, as references only:
 REFERENCE_FLOORS = ["unix_100B_write1", "unix_100B_writev64", "memcpy"]
 STREAM_FLOORS = ["tcp_stream_1MiB_autobuf", "tcp_stream_1MiB_4MiBbuf"]
+UNIX_STREAM_FLOORS = ["unix_stream_1MiB_autobuf", "unix_stream_1MiB_4MiBbuf"]
+# floor name -> the runs it is the better of, in each repeat (derived in main)
+BEST_OF = {"tcp_stream_1MiB": STREAM_FLOORS, "unix_stream_1MiB": UNIX_STREAM_FLOORS}
 
 # Message counts are chosen so that every trial measures for roughly 0.5-3 s
 # at the rates seen on a 2-core VM; --quick divides them (see quick_div).
 CASES = {
     "W1": dict(title="W1 step messages, 1 → 1", metric="msg/s", higher=True, run="oneway",
                kind="step", senders=1, peers=ALL_PEERS, floor="tcp_100B_writev64",
-               floors=["tcp_100B_write1", "tcp_100B_writev64"],
+               floors=["tcp_100B_write1", "tcp_100B_writev64"], local_floors=[],
                n=_n(200_000, pyzmq=100_000, portal=15_000, mp_connection=60_000,
                     socket_pickle5=60_000), warmup=2000, quick_div=5),
     "W2": dict(title="W2 trajectories, 1 → 1", metric="GB/s", higher=True, run="oneway",
                kind="trajectory", senders=1, peers=ALL_PEERS, floor="tcp_stream_1MiB",
-               floors=STREAM_FLOORS,
+               floors=STREAM_FLOORS, local_floors=UNIX_STREAM_FLOORS,
                n=_n(1000), warmup=20, quick_div=4),
     "W2x2": dict(title="W2 trajectories, 2 → 1", metric="GB/s", higher=True, run="oneway",
                  kind="trajectory", senders=2, peers=ALL_PEERS, floor="tcp_stream_1MiB",
-                 floors=STREAM_FLOORS,
+                 floors=STREAM_FLOORS, local_floors=UNIX_STREAM_FLOORS,
                  n=_n(500), warmup=20, quick_div=4),
     "W3": dict(title="W3 parameters 64 MiB → 2 actors", metric="s", higher=False, run="broadcast",
-               peers=NO_RELIABLE, floor="tcp_stream_1MiB", floors=STREAM_FLOORS, subscribers=2,
+               peers=NO_RELIABLE, floor="tcp_stream_1MiB", floors=STREAM_FLOORS,
+               local_floors=UNIX_STREAM_FLOORS, subscribers=2,
                n=_n(8, portal=3), warmup=2, quick_div=2),
     "W4": dict(title="W4 round trip", metric="µs", higher=False, run="roundtrip",
                peers=NO_RELIABLE, floor="tcp_pingpong_64B", floors=["tcp_pingpong_64B", "tcp_pingpong_64B_spin"],
+               local_floors=["unix_pingpong_64B"],
                n=_n(20_000), warmup=1000,
                quick_div=4),
 }
 for _k in SCALING_ACTORS[1:]:
     CASES[f"S{_k}"] = dict(title=f"W1 scaling, {_k} → 1", metric="msg/s", higher=True,
                            run="oneway", kind="step", senders=_k, peers=SCALING_PEERS,
-                           floor="tcp_100B_writev64", floors=["tcp_100B_writev64"],
+                           floor="tcp_100B_writev64", floors=["tcp_100B_writev64"], local_floors=[],
                            n=_n(max(200_000 // _k, 500), pyzmq=max(100_000 // _k, 500)),
                            warmup=100, quick_div=4)
 ORDER = ["W1", "W2", "W2x2", "W3", "W4"] + [f"S{k}" for k in SCALING_ACTORS[1:]]
@@ -153,7 +164,7 @@ def machine_info(cc_note: str) -> dict:
 
 # ------------------------------------------------------------------ running
 
-PEER_MODULES = {"rlink": ["rlink"], "rlink-reliable": ["rlink"], "pyzmq": ["zmq", "msgpack"],
+PEER_MODULES = {"rlink": ["rlink"], "rlink-local": ["rlink"], "rlink-reliable": ["rlink"], "pyzmq": ["zmq", "msgpack"],
                 "portal": ["portal", "msgpack"], "mp.connection": ["msgpack"], "socket+pickle5": []}
 
 
@@ -184,6 +195,40 @@ def run_case(name: str, case: dict, peer: str, quick: bool, timeout: float) -> d
         r = H.roundtrip(peer, n, warm, timeout)
         return dict(r, value=r["p50_us"])
     raise ValueError(case["run"])
+
+
+# What each rlink peer's actors must have used; a trial that did not is a
+# failed trial, not a figure (the peers check too; this makes sure it was recorded).
+EXPECTED_TRANSPORT = {"rlink": "tcp", "rlink-reliable": "tcp", LOCAL_PEER: "unix"}
+
+
+def check_transport(case: dict, peer: str, r: dict) -> str:
+    """Raise TrialError unless every actor of an rlink trial recorded the
+    transport its peer stands for (rlink-local trajectories: and a
+    shared-memory region). -> a short note for the progress line."""
+    want = EXPECTED_TRANSPORT.get(peer)
+    if want is None:
+        return ""
+    infos = r.get("actor_transport")
+    if not infos or any(not i for i in infos):
+        raise H.TrialError(f"{peer}: the actors' transport was not recorded ({infos!r})")
+    need_shm = peer == LOCAL_PEER and case.get("kind") == "trajectory"
+    for i in infos:
+        if i.get("transport") != want:
+            raise H.TrialError(f"{peer}: an actor used {i.get('transport')!r}, not {want!r}: {i}")
+        if need_shm and not i.get("shared_memory"):
+            raise H.TrialError(f"{peer}: an actor had no shared-memory region: {i}")
+    note = want + ("+shm" if all(i.get("shared_memory") for i in infos) else "")
+    if case.get("kind") == "trajectory":
+        msgs = sum(i.get("messages_out") or 0 for i in infos)
+        out = sum(i.get("bytes_out") or 0 for i in infos)
+        if msgs and all(i.get("end") == "connected" for i in infos):
+            # bytes the actors wrote to their sockets over the array bytes they
+            # sent (warm-up included): ~1 over TCP; with shared memory, the
+            # share of trajectories that fell back to the socket (region full)
+            r["socket_share"] = out / (msgs * W.payload_bytes(W.make_trajectory()))
+            note += f", {r['socket_share']:.1%} of the array bytes on the socket"
+    return f" [{note}]"
 
 
 class Progress:
@@ -264,7 +309,8 @@ def main(argv=None) -> int:
             if fname in fspecs:
                 plan.append((rep, "floor", fname, None))
         for cname in cases:
-            for fname in CASES[cname]["floors"]:
+            local = LOCAL_PEER in peers and LOCAL_PEER in CASES[cname]["peers"]
+            for fname in CASES[cname]["floors"] + (CASES[cname]["local_floors"] if local else []):
                 if fname in fspecs:
                     plan.append((rep, "floor", fname, cname))
             cpeers = [p for p in CASES[cname]["peers"] if p in peers]
@@ -290,17 +336,19 @@ def main(argv=None) -> int:
                 text = "FAILED"
                 print(f"FAILED {label}: {e}", file=sys.stderr)
             prog.line((kind, name), label, text, time.monotonic() - t)
-            streams = [r for r in floor_runs if r["repeat"] == rep and r["case"] == fcase
-                       and r["name"] in STREAM_FLOORS]
-            if name == STREAM_FLOORS[-1] and streams:
-                best = max(streams, key=lambda r: r["value"])
-                floor_runs.append(dict(best, name="tcp_stream_1MiB", best_of=best["name"]))
+            for derived, parts in BEST_OF.items():
+                streams = [r for r in floor_runs if r["repeat"] == rep and r["case"] == fcase
+                           and r["name"] in parts]
+                if name == parts[-1] and streams:
+                    best = max(streams, key=lambda r: r["value"])
+                    floor_runs.append(dict(best, name=derived, best_of=best["name"]))
             continue
         case = CASES[name]
         label = f"rep {rep + 1}/{args.repeats} {name} {peer}"
         try:
             r = run_case(name, case, peer, args.quick, args.trial_timeout)
             r = {k: v for k, v in r.items() if v is not None}
+            tnote = check_transport(case, peer, r)
             runs.append(dict(r, case=name, peer=peer, repeat=rep, metric=case["metric"],
                              loadavg=loadavg, wall_s=time.monotonic() - t))
             unit = case["metric"]
@@ -309,6 +357,7 @@ def main(argv=None) -> int:
                 text += f" p50, p99 {r['p99_us']:.1f} µs"
             if case.get("senders", 1) == 2:
                 text += f" (shares {', '.join(f'{s:.0%}' for s in r['shares'])})"
+            text += tnote
         except H.TrialError as e:
             failures.append({"case": name, "peer": peer, "repeat": rep, "error": str(e)})
             text = "FAILED (see end)"

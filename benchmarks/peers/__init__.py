@@ -6,6 +6,9 @@ One-way (W1, W2, scaling):
         .address, .recv_batch(timeout) -> list[dict], .close()
     sender = peer.oneway_sender(address, kind)
         .send(payload) -> token or None, .wait(token), .close()
+        optional .info() -> dict (what the connection actually is, e.g.
+        {"transport": "unix", "shared_memory": True}); also on broadcast
+        subscribers and round-trip clients; recorded per trial
     A sender may overwrite a payload once .wait(token) has returned for the
     token its last send of that payload returned (None: at once).
 
@@ -30,6 +33,7 @@ import importlib
 
 PEERS = {
     "rlink": ("rlink_peer", "RLink", {"reliable": False}),
+    "rlink-local": ("rlink_peer", "RLink", {"reliable": False, "local": True}),
     "rlink-reliable": ("rlink_peer", "RLink", {"reliable": True}),
     "pyzmq": ("zmq_peer", "PyZMQ", {}),
     "portal": ("portal_peer", "Portal", {}),

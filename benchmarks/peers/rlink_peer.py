@@ -4,8 +4,23 @@ One-way: actor.send_trajectory(d) / learner.receive_many(256).
 Broadcast: learner.publish_parameters(d, version) / actor.wait_parameters().
 Round trip: actor.request(d) / learner.receive_request().reply(d).
 reliable=True makes the learner reliable (every session is; the actors learn
-the mode in the handshake). Actors use local=False: TCP loopback, like every
-other peer here (rlink's default on one host is AF_UNIX)."""
+the mode in the handshake).
+
+"rlink" and "rlink-reliable": actors use local=False, TCP loopback, like every
+other peer here. "rlink-local" (local=True): the actors keep rlink's defaults
+on one host, an abstract AF_UNIX socket and, for trajectories whose arrays
+total 64 KiB or more, a shared-memory region of the default shm_bytes
+(PROTOCOL.md 2.2).
+
+Every actor endpoint reports what it actually used (.info(): transport,
+shared_memory, stream messages/bytes out); the harness records it per trial.
+The transport is checked when the actor has connected and again by .info()
+after the last send, unless the learner has already closed the connection
+by then (it had everything: "end": "disconnected", the connect-time record
+stands).
+An actor that did not get the transport its peer stands for raises at once:
+a TCP peer not on TCP, a local one not on unix, or a local trajectory sender
+without its shared-memory region (run.py checks the records again)."""
 from __future__ import annotations
 
 import time
@@ -18,29 +33,79 @@ CONNECT_TIMEOUT = 60.0
 class RLink:
     library = "rlink"
 
-    def __init__(self, reliable: bool = False):
+    def __init__(self, reliable: bool = False, local: bool = False):
         self.reliable = reliable
+        self.local = local
 
     # ---------------------------------------------------------- one-way
     def oneway_receiver(self, kind: str, n_senders: int):
         return _Receiver(self.reliable)
 
     def oneway_sender(self, address: str, kind: str):
-        return _Sender(address)
+        return _Sender(address, self.local, need_shm=self.local and kind == "trajectory")
 
     # -------------------------------------------------------- broadcast
     def bcast_publisher(self, n_subscribers: int):
         return _Publisher(self.reliable, n_subscribers)
 
     def bcast_subscriber(self, address: str):
-        return _Subscriber(address)
+        return _Subscriber(address, self.local)
 
     # ------------------------------------------------------- round trip
     def rr_server(self):
         return _Server(self.reliable)
 
     def rr_client(self, address: str):
-        return _Client(address)
+        return _Client(address, self.local)
+
+
+def _actor(address, local, need_shm=False):
+    """-> (ActorNode, its checked connect-time info). local=False -> TCP;
+    local=True -> rlink's own defaults (local=True, default shm_bytes:
+    nothing passed). Raises unless it got the transport (and, if need_shm,
+    the shared-memory region) asked for."""
+    import rlink
+    kw = {} if local else {"local": False}
+    actor = rlink.ActorNode(learner_address=address, connect_timeout=CONNECT_TIMEOUT, **kw)
+    try:
+        info = _info(actor)
+        _check(info, local, need_shm)
+    except BaseException:
+        actor.close(timeout=1.0)
+        raise
+    return actor, info
+
+
+class _ActorEndpoint:
+    local = need_shm = False
+    actor = connected = None
+
+    def info(self):
+        end = _info(self.actor)
+        if end["transport"] is None:   # the learner closed first: it had everything
+            return dict(self.connected, end="disconnected")
+        _check(end, self.local, self.need_shm)   # still on it at the end
+        return dict(end, end="connected")
+
+
+def _info(actor) -> dict:
+    st = actor.stats()
+    return {"transport": st.get("transport"), "shared_memory": st.get("shared_memory"),
+            "messages_out": st.get("messages_out"), "bytes_out": st.get("bytes_out")}
+
+
+def _check(info, local, need_shm):
+    want = "unix" if local else "tcp"
+    if info["transport"] != want:
+        raise TransportMismatch(f"actor connected over {info['transport']!r}, expected {want!r} "
+                                f"(local={local}); stats: {info}")
+    if need_shm and not info["shared_memory"]:
+        raise TransportMismatch(f"actor on {info['transport']!r} has no shared-memory region "
+                                f"(shared_memory={info['shared_memory']!r}); stats: {info}")
+
+
+class TransportMismatch(RuntimeError):
+    pass
 
 
 class _Receiver:
@@ -60,10 +125,10 @@ class _Receiver:
         self.learner.close(timeout=1.0)
 
 
-class _Sender:
-    def __init__(self, address):
-        import rlink
-        self.actor = rlink.ActorNode(learner_address=address, connect_timeout=CONNECT_TIMEOUT, local=False)
+class _Sender(_ActorEndpoint):
+    def __init__(self, address, local, need_shm):
+        self.local, self.need_shm = local, need_shm
+        self.actor, self.connected = _actor(address, local, need_shm)
 
     def send(self, payload):
         self.actor.send_trajectory(payload, timeout=30.0)
@@ -99,10 +164,10 @@ class _Publisher:
         self.learner.close(timeout=1.0)
 
 
-class _Subscriber:
-    def __init__(self, address):
-        import rlink
-        self.actor = rlink.ActorNode(learner_address=address, connect_timeout=CONNECT_TIMEOUT, local=False)
+class _Subscriber(_ActorEndpoint):
+    def __init__(self, address, local):
+        self.local = local
+        self.actor, self.connected = _actor(address, local)
 
     def wait(self, version, timeout):
         deadline = time.monotonic() + timeout
@@ -133,10 +198,10 @@ class _Server:
         self.learner.close(timeout=1.0)
 
 
-class _Client:
-    def __init__(self, address):
-        import rlink
-        self.actor = rlink.ActorNode(learner_address=address, connect_timeout=CONNECT_TIMEOUT, local=False)
+class _Client(_ActorEndpoint):
+    def __init__(self, address, local):
+        self.local = local
+        self.actor, self.connected = _actor(address, local)
 
     def request(self, d, timeout):
         return self.actor.request(d, timeout=timeout)
