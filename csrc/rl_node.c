@@ -200,6 +200,7 @@ struct rl_node {
     size_t ret_cap, ret_head, ret_n;
     uint64_t ret_bytes;
     int ret_waiters;           /* threads waiting for the window to shrink */
+    uint64_t wake_seq;         /* atomic: bumped with every broadcast of cv */
     rl_buf *ret_pool[RET_POOL_MAX];   /* acknowledged small frames' buffers, for reuse */
     int ret_pool_n;
     size_t ret_pool_bytes;
@@ -217,6 +218,37 @@ struct rl_node {
 };
 
 #define STAT_ADD(n, field, v) rl_atomic_add(&(n)->field, (uint64_t)(v), RL_RELAXED)
+
+/* Wake every thread waiting on n->cv (n->mu held). The sequence number lets
+ * a waiter spin for a moment without the lock (wait_spinning). */
+static void wake_waiters(rl_node *n) {
+    rl_atomic_add(&n->wake_seq, 1, RL_RELEASE);
+    rl_cond_broadcast(&n->cv);
+}
+
+/* Request/reply waits (n->mu held): spin up to cfg.wait_spin_us, without
+ * the lock, for the I/O thread's next wake-up before sleeping on n->cv. On
+ * a VM a sleeping thread takes 20-40 us to run again, longer than the rest
+ * of a round trip on one host; a reply or request that is about to arrive
+ * is then picked up at once. Only the first wait of a call spins. */
+static int wait_spinning(rl_node *n, long long deadline, int *spun) {
+    if (!*spun && n->cfg.wait_spin_us > 0) {
+        *spun = 1;
+        uint64_t seen = (uint64_t)rl_atomic_load(&n->wake_seq, RL_ACQUIRE);
+        rl_mutex_unlock(&n->mu);
+        long long until = rl_mono_ns() + 1000LL * n->cfg.wait_spin_us;
+        int woke = 0;
+        while (!woke && rl_mono_ns() < until) {
+            for (int i = 0; i < 64 && !woke; i++) {
+                woke = (uint64_t)rl_atomic_load(&n->wake_seq, RL_ACQUIRE) != seen;
+                RL_CPU_RELAX();
+            }
+        }
+        rl_mutex_lock(&n->mu);
+        if (woke) return 0;
+    }
+    return rl_cond_wait_until(&n->cv, &n->mu, deadline);
+}
 #define CONN_COUNT(c, msgs, bytes, nbytes) do { \
         rl_atomic_add(&(c)->msgs, 1, RL_RELAXED); \
         rl_atomic_add(&(c)->bytes, (uint64_t)(nbytes), RL_RELAXED); } while (0)
@@ -280,6 +312,7 @@ void rl_config_default(rl_config *c, int role) {
     c->local = 1;
     c->shm_bytes = (size_t)64 << 20;
     c->shm_min_bytes = (size_t)64 << 10;
+    c->wait_spin_us = 50;
     rl_limits_default(&c->limits);
 }
 
@@ -490,7 +523,7 @@ static void conn_drop(rl_node *n, rl_conn *c, int ev_type, int code, const char 
         n->conn_gen++;
         snprintf(n->lost_reason, sizeof n->lost_reason, "%s", reason);
     }
-    rl_cond_broadcast(&n->cv);
+    wake_waiters(n);
     rl_mutex_unlock(&n->mu);
     conn_unref(c);
 }
@@ -971,7 +1004,7 @@ static void take_ack(rl_node *n, uint64_t ack) {
             n->ret_n--;
         }
         /* only senders held back by a full window (and wait_acked) care */
-        if (n->ret_waiters) rl_cond_broadcast(&n->cv);
+        if (n->ret_waiters) wake_waiters(n);
     }
     rl_mutex_unlock(&n->mu);
 }
@@ -1127,7 +1160,7 @@ static int deliver(rl_node *n, rl_conn *c, rl_msg *m, const char **why) {
     } else {
         q_push(n, qi, m);
     }
-    rl_cond_broadcast(&n->cv);
+    wake_waiters(n);
     rl_mutex_unlock(&n->mu);
     return 0;
 }
@@ -1149,7 +1182,7 @@ static void flush_pending(rl_node *n) {
         memset(p, 0, sizeof *p);
     }
     n->npend = 0;
-    rl_cond_broadcast(&n->cv);
+    wake_waiters(n);
     rl_mutex_unlock(&n->mu);
 }
 
@@ -2028,7 +2061,7 @@ static int attach_conn(rl_node *n, int fd, int local, const rl_hello *peer) {
         n->failed = 0;
         n->lost_reason[0] = 0;
         if (!first) STAT_ADD(n, st_reconnects, 1);
-        rl_cond_broadcast(&n->cv);
+        wake_waiters(n);
     }
     rl_mutex_unlock(&n->mu);
     rl_mutex_unlock(&n->rel_mu);
@@ -2055,7 +2088,7 @@ void rl_node_fail(rl_node *n, const char *reason) {
     n->failed = 1;
     n->conn_lost = 1;
     snprintf(n->lost_reason, sizeof n->lost_reason, "%s", reason ? reason : "gave up reconnecting");
-    rl_cond_broadcast(&n->cv);
+    wake_waiters(n);
     rl_mutex_unlock(&n->mu);
 }
 
@@ -2164,6 +2197,7 @@ static int conn_gone(rl_node *n) {
 int rl_node_recv(rl_node *n, int qi, rl_msg **out, int max, int timeout_ms) {
     if (qi < 0 || qi >= RL_NQUEUES || max < 1) return RL_EINVAL;
     long long deadline = to_deadline(timeout_ms);
+    int spun = timeout_ms == 0 || qi != RL_Q_REQUEST;   /* requests are answered at once */
     rl_mutex_lock(&n->mu);
     int rc;
     for (;;) {
@@ -2202,7 +2236,7 @@ int rl_node_recv(rl_node *n, int qi, rl_msg **out, int max, int timeout_ms) {
             break;
         }
         if (conn_gone(n)) { rc = RL_ECONNLOST; break; }
-        if (rl_cond_wait_until(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
+        if (wait_spinning(n, deadline, &spun) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
     }
     rl_mutex_unlock(&n->mu);
     return rc;
@@ -2210,6 +2244,7 @@ int rl_node_recv(rl_node *n, int qi, rl_msg **out, int max, int timeout_ms) {
 
 int rl_node_wait_reply(rl_node *n, uint64_t request_id, uint64_t gen, int timeout_ms, rl_msg **out) {
     long long deadline = to_deadline(timeout_ms);
+    int spun = timeout_ms == 0;
     rl_mutex_lock(&n->mu);
     int rc;
     for (;;) {
@@ -2224,7 +2259,7 @@ int rl_node_wait_reply(rl_node *n, uint64_t request_id, uint64_t gen, int timeou
         }
         /* a request in flight at a disconnect fails: it is never resent */
         if (n->conn_lost || n->conn_gen != gen) { rc = RL_ECONNLOST; break; }
-        if (rl_cond_wait_until(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
+        if (wait_spinning(n, deadline, &spun) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
     }
     rl_mutex_unlock(&n->mu);
     return rc;
@@ -2301,7 +2336,7 @@ void rl_node_close(rl_node *n, int flush_timeout_ms) {
         rl_mutex_lock(&n->mu);
         n->flush_deadline = rl_now_ms() + (flush_timeout_ms < 0 ? 0 : flush_timeout_ms);
         rl_atomic_store(&n->closing, 1, RL_RELEASE);
-        rl_cond_broadcast(&n->cv);
+        wake_waiters(n);
         for (int i = 0; i < n->nconns; i++) {
             rl_conn *c = n->conns[i];
             rl_mutex_lock(&c->send_mu);

@@ -79,6 +79,8 @@ typedef struct rl_config {
                                     its learner for large trajectories (0 = none;
                                     default 64 MiB, allocated as it is used) */
     size_t shm_min_bytes;        /* data sections at least this large go through it */
+    int wait_spin_us;            /* request/reply waits spin this long for the answer
+                                    before sleeping (0 = never spin; default 50) */
     /* Shared secret for HMAC-SHA256 challenge-response in the handshake
      * (both directions). NULL/0 = no authentication. rl_node_create copies
      * it; the caller's buffer is not referenced afterwards. */

@@ -114,6 +114,20 @@ static inline int rl_cpu_has_sse42(void) {
 }
 #endif
 
+/* ---- spinning ---------------------------------------------------------------- */
+/* RL_CPU_RELAX(): one iteration's pause in a spin-wait loop (the x86 PAUSE or
+ * the Arm YIELD hint; nothing elsewhere). */
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define RL_CPU_RELAX() __builtin_ia32_pause()
+#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+#define RL_CPU_RELAX() __asm__ __volatile__("yield")
+#elif defined(_MSC_VER) && defined(_M_X64)
+#include <intrin.h>
+#define RL_CPU_RELAX() _mm_pause()
+#else
+#define RL_CPU_RELAX() ((void)0)
+#endif
+
 /* ---- clock, sleep, memory -------------------------------------------------- */
 /* Nanoseconds / milliseconds from a monotonic clock (arbitrary epoch). */
 long long rl_mono_ns(void);

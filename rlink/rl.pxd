@@ -142,6 +142,7 @@ cdef extern from "rl_node.h" nogil:
         int local
         size_t shm_bytes
         size_t shm_min_bytes
+        int wait_spin_us
         const uint8_t *auth_key
         size_t auth_key_len
         rl_limits limits

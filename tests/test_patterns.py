@@ -548,3 +548,26 @@ def test_receive_requests_takes_a_batch(learner, make_actor):
     for th in threads:
         th.join(T)
     assert replies == {a.actor_id: {"to": a.actor_id} for a in actors}
+
+
+@pytest.mark.parametrize("learner_spin, actor_spin", [(0, 0), (50, 0), (0, 50), (2000, 2000)])
+def test_request_reply_with_and_without_spinning(learner_spin, actor_spin):
+    with rlink.LearnerNode(port=0, wait_spin_us=learner_spin) as learner, \
+            rlink.ActorNode(learner.address, wait_spin_us=actor_spin, connect_timeout=T) as actor:
+        def server():
+            for _ in range(200):
+                req = learner.receive_request(timeout=T)
+                req.reply({"k": req.data["k"] + 1})
+
+        threads, errors = run_threads([server])
+        got = [actor.request({"k": k}, timeout=T)["k"] for k in range(200)]
+        join_all(threads, errors)
+        assert got == [k + 1 for k in range(200)]
+        with pytest.raises(rlink.TimeoutError):   # nothing to answer: spin, then sleep, then time out
+            learner.receive_request(timeout=0.05)
+
+
+@pytest.mark.parametrize("bad, exc", [(-1, ValueError), (1.5, TypeError), (True, TypeError)])
+def test_wait_spin_us_is_checked(bad, exc):
+    with pytest.raises(exc):
+        rlink.LearnerNode(port=0, wait_spin_us=bad)
