@@ -35,6 +35,13 @@
 #include <stdio.h>
 
 /* ---- suites: one declaration per test file ---------------------------- */
+/* test_node.c: a message {"seq": seq, "x": float32[count] filled with seq},
+ * sent to peer (or published, for RL_KIND_PARAMS); and the check of one. */
+struct rl_node;
+struct rl_msg;
+int send_msg(struct rl_node *n, uint64_t peer, unsigned kind, uint64_t ref, int64_t seq, size_t count);
+int check_msg(struct rl_msg *m, int64_t seq, size_t count);
+
 void run_frame_tests(void);   /* test_frame.c */
 void run_ring_tests(void);    /* test_ring.c */
 void run_node_tests(void);    /* test_node.c */

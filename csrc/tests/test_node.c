@@ -9,8 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Build a message {"seq": seq, "x": float32[n] filled with seq} and send it. */
-static int send_msg(rl_node *n, uint64_t peer, unsigned kind, uint64_t ref, int64_t seq, size_t count) {
+/* Build a message {"seq": seq, "x": float32[n] filled with seq} and send it
+ * (declared in rl_test.h: other suites use it too). */
+int send_msg(rl_node *n, uint64_t peer, unsigned kind, uint64_t ref, int64_t seq, size_t count) {
     rl_writer w;
     rl_writer_init(&w);
     rl_write_container(&w, RL_T_DICT, 2);
@@ -37,7 +38,7 @@ static int send_msg(rl_node *n, uint64_t peer, unsigned kind, uint64_t ref, int6
 }
 
 /* Check a received message built by send_msg. */
-static int check_msg(rl_msg *m, int64_t seq, size_t count) {
+int check_msg(rl_msg *m, int64_t seq, size_t count) {
     rl_limits lim;
     rl_limits_default(&lim);
     rl_reader r;

@@ -12,50 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A TRAJ message {"i": i} followed by n float32 equal to i. */
-static int send_seq(rl_node *n, int64_t i, size_t count) {
-    rl_writer w;
-    rl_writer_init(&w);
-    rl_write_container(&w, RL_T_DICT, 2);
-    rl_write_key(&w, "i", 1);
-    rl_write_int(&w, i);
-    rl_write_key(&w, "x", 1);
-    uint64_t shape[1] = {count};
-    float *data = malloc(count * sizeof(float) + 1);
-    for (size_t k = 0; k < count; k++) data[k] = (float)i;
-    rl_write_array(&w, RL_DT_FLOAT32, 1, shape, 0, count * sizeof(float));
-    rl_header h;
-    memset(&h, 0, sizeof h);
-    h.kind = RL_KIND_TRAJ;
-    h.meta_len = (uint32_t)w.len;
-    h.data_len = w.data_len;
-    static const uint8_t zeros[64];
-    rl_iov iov[3] = {{w.buf, w.len}, {zeros, rl_frame_pad(&h)}, {data, count * sizeof(float)}};
-    int rc = rl_node_send(n, 0, &h, iov, 3, 5000);
-    free(data);
-    rl_writer_free(&w);
-    return rc;
-}
-
-/* Receive one message and check it is send_seq(i, count). */
+/* Receive one message and check it is send_msg(TRAJ, i, count). */
 static int recv_seq(rl_node *n, int64_t i, size_t count) {
     rl_msg *m = NULL;
     if (!CHECK_EQ(rl_node_recv(n, RL_Q_TRAJ, &m, 1, 5000), 1)) return 0;
-    rl_limits lim;
-    rl_limits_default(&lim);
-    rl_reader r;
-    rl_item it;
-    const uint8_t *k;
-    uint32_t kn;
-    rl_reader_init(&r, rl_msg_meta(m), m->hdr.meta_len, m->hdr.data_len, &lim);
-    int ok = CHECK_EQ(rl_read_item(&r, &it), RL_OK) && CHECK_EQ(rl_read_key(&r, &k, &kn), RL_OK) &&
-             CHECK_EQ(rl_read_item(&r, &it), RL_OK) && CHECK_EQ(it.u.i, i) &&
-             CHECK_EQ(rl_read_key(&r, &k, &kn), RL_OK) && CHECK_EQ(rl_read_item(&r, &it), RL_OK) &&
-             CHECK_EQ(it.tag, RL_T_ARRAY) && CHECK_EQU(it.u.array.shape[0], count);
-    if (ok) {
-        const float *x = (const float *)(rl_msg_data(m) + it.u.array.offset);
-        for (size_t j = 0; j < count && ok; j++) ok = CHECK(x[j] == (float)i);
-    }
+    int ok = check_msg(m, i, count);
     rl_msg_free(m);
     return ok;
 }
@@ -89,7 +50,7 @@ static void test_reliable_learner_restart(void) {
     uint64_t first = rl_node_learner_id(A);
     CHECK_EQU(first, rl_node_id(L));
     /* checksummed frames, small and large, in order, all acknowledged */
-    for (int64_t i = 0; i < 40; i++) CHECK_EQ(send_seq(A, i, i % 10 == 0 ? 200000 : 16), RL_OK);
+    for (int64_t i = 0; i < 40; i++) CHECK_EQ(send_msg(A, 0, RL_KIND_TRAJ, 0, i, i % 10 == 0 ? 200000 : 16), RL_OK);
     for (int64_t i = 0; i < 40; i++)
         if (!recv_seq(L, i, i % 10 == 0 ? 200000 : 16)) break;
     CHECK_EQ(rl_node_wait_acked(A, 5000), RL_OK);
@@ -107,7 +68,7 @@ static void test_reliable_learner_restart(void) {
     CHECK_EQ(again, port);
     CHECK_EQ(rl_node_connect(A, "127.0.0.1", port, 5000, &peer), RL_OK);
     CHECK(rl_node_learner_id(A) != first);
-    for (int64_t i = 100; i < 110; i++) CHECK_EQ(send_seq(A, i, 64), RL_OK);
+    for (int64_t i = 100; i < 110; i++) CHECK_EQ(send_msg(A, 0, RL_KIND_TRAJ, 0, i, 64), RL_OK);
     for (int64_t i = 100; i < 110; i++)
         if (!recv_seq(L, i, 64)) break;
     CHECK_EQ(rl_node_wait_acked(A, 5000), RL_OK);
