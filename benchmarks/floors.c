@@ -80,8 +80,17 @@ static int listen_on(int family, int *port) {
     return s;
 }
 
-static int connect_to(int family, int port, int nodelay) {
+static void set_bufs(int s, int bytes) {
+    if (bytes <= 0) return;
+    setsockopt(s, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+    setsockopt(s, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+}
+
+/* sockbuf > 0: socket buffer sizes, set before connecting (TCP's window
+ * scale is fixed at the handshake). */
+static int connect_to(int family, int port, int nodelay, int sockbuf) {
     int s = socket(family, SOCK_STREAM, 0);
+    set_bufs(s, sockbuf);
     if (family == AF_UNIX) {
         struct sockaddr_un a = {.sun_family = AF_UNIX};
         strcpy(a.sun_path, unix_path);
@@ -138,7 +147,7 @@ static int pingpong(int family, long n, long warm, int spin) {
     int port = 0, ls = listen_on(family, &port);
     pid_t pid = fork();
     if (pid == 0) {                       /* echo server */
-        int s = connect_to(family, port, 1);
+        int s = connect_to(family, port, 1, 0);
         if (spin) fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_NONBLOCK);
         uint8_t m[64];
         for (long i = 0; i < n + warm; i++) {
@@ -183,29 +192,13 @@ static int pingpong(int family, long n, long warm, int spin) {
 
 /* -------------------------------------------------------------- stream */
 #define CHUNK (1u << 20)
-static void set_bufs(int s, int bytes) {
-    if (bytes <= 0) return;
-    setsockopt(s, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
-    setsockopt(s, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
-}
-
 static int stream(int family, long mib, long warm_mib, int sockbuf) {
     int port = 0, ls = listen_on(family, &port);
     set_bufs(ls, sockbuf);   /* inherited by the accepted socket */
     long total = mib + warm_mib;
     pid_t pid = fork();
     if (pid == 0) {
-        int s = socket(family, SOCK_STREAM, 0);
-        set_bufs(s, sockbuf);
-        if (family == AF_UNIX) {
-            struct sockaddr_un a = {.sun_family = AF_UNIX};
-            strcpy(a.sun_path, unix_path);
-            if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) DIE("connect unix");
-        } else {
-            struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-                                    .sin_port = htons(port)};
-            if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) DIE("connect");
-        }
+        int s = connect_to(family, port, 0, sockbuf);
         uint8_t *b = malloc(CHUNK);
         memset(b, 0x5a, CHUNK);
         for (long i = 0; i < total; i++) {
@@ -246,7 +239,7 @@ static int msgs(int family, int use_writev, long n, long warm) {
     long total = n + warm;
     pid_t pid = fork();
     if (pid == 0) {
-        int s = connect_to(family, port, 0);
+        int s = connect_to(family, port, 0, 0);
         static uint8_t frames[BATCH][FRAME];
         struct iovec iov[BATCH];
         for (int k = 0; k < BATCH; k++) {
