@@ -717,6 +717,20 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
                     c->ring.bytes >= BATCH_FLUSH_AT) {
                     if (ring_flush_locked(c)) c->want_out = 1;  /* the I/O thread sees the error */
                 }
+                /* A large frame is written out by this thread, as the
+                 * unreliable direct write does: handing the rest to the I/O
+                 * thread costs two wake-ups and reads the retained copy on
+                 * the other core. Until the deadline; then the I/O thread. */
+                while (total >= DIRECT_BLOCK_MIN && c->ring.bytes > 0 && !c->closed &&
+                       !rl_atomic_load(&n->closing, RL_ACQUIRE)) {
+                    long long left = deadline < 0 ? 100 : deadline - rl_now_ms();
+                    if (left <= 0) break;
+                    int fd = c->fd;
+                    rl_mutex_unlock(&c->send_mu);
+                    rl_sock_wait(fd, RL_POLLOUT, (int)(left < 100 ? left : 100));
+                    rl_mutex_lock(&c->send_mu);
+                    if (c->closed || ring_flush_locked(c)) { c->want_out = 1; break; }
+                }
                 if (c->ring.bytes > 0) {
                     c->want_out = 1;
                     if (!had_out) rl_waker_wake(&n->waker);
