@@ -67,6 +67,7 @@ class _Node:
         limits: dict[str, int] | None = None,
         local: bool = True,
         shm_bytes: int = ...,
+        shm_min_bytes: int = ...,
         wait_spin_us: int = 50,
     ) -> Self: ...
     @property

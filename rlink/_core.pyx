@@ -636,7 +636,8 @@ cdef class _Node:
                   int handshake_timeout_ms=5000, int heartbeat_ms=1000, int peer_timeout_ms=5000,
                   size_t retain_max_bytes=256 << 20, *, int max_connections=0,
                   bytes auth_key=b"", dict limits=None, bint local=True,
-                  size_t shm_bytes=64 << 20, int wait_spin_us=50):
+                  size_t shm_bytes=64 << 20, size_t shm_min_bytes=64 << 10,
+                  int wait_spin_us=50):
         self.n = NULL
         self.role = role
         self.pool = []
@@ -650,6 +651,7 @@ cdef class _Node:
         self.cfg.max_connections = max_connections
         self.cfg.local = local
         self.cfg.shm_bytes = shm_bytes
+        self.cfg.shm_min_bytes = shm_min_bytes
         self.cfg.wait_spin_us = wait_spin_us
         self.keyed = len(auth_key) > 0
         self.cfg.auth_key = <const uint8_t *>(<const char *>auth_key)

@@ -447,8 +447,8 @@ class ActorNode(_Node):
 
     On the learner's machine the actor connects over a Unix socket
     (``local=False``: always TCP), and, unless the session is reliable,
-    hands trajectories whose arrays total 64 KiB or more to the learner
-    through a shared-memory region of ``shm_bytes`` (default 64 MiB,
+    hands trajectories whose arrays total ``shm_min_bytes`` (default 64 KiB)
+    or more to the learner through a shared-memory region of ``shm_bytes`` (default 64 MiB,
     memory used as it is filled; 0: never): one copy, no socket transfer.
     When the region is full (the learner holds on to earlier ones), messages
     go over the socket.
@@ -466,7 +466,8 @@ class ActorNode(_Node):
                  max_message_bytes: int = 1 << 30, auth_key: str | bytes | None = None,
                  max_arrays: int = 65536, max_ndim: int = 32, max_depth: int = 64,
                  max_items: int = 1 << 20, max_str_bytes: int = 64 << 20,
-                 local: bool = True, shm_bytes: int = 64 << 20, wait_spin_us: int = 50):
+                 local: bool = True, shm_bytes: int = 64 << 20, shm_min_bytes: int = 64 << 10,
+                 wait_spin_us: int = 50):
         self._host, self._port = _parse_address(learner_address)
         if reliable is not None and not isinstance(reliable, bool):
             raise TypeError(f"reliable must be None, True or False, not {reliable!r}")
@@ -488,6 +489,7 @@ class ActorNode(_Node):
             auth_key=_auth_key(auth_key),
             limits=_limits(max_arrays, max_ndim, max_depth, max_items, max_str_bytes),
             local=_check_bool("local", local), shm_bytes=_check_int("shm_bytes", shm_bytes, 0),
+            shm_min_bytes=_check_int("shm_min_bytes", shm_min_bytes, 1),
             wait_spin_us=_check_int("wait_spin_us", wait_spin_us, 0, 1_000_000))
         self.learner_address = learner_address
         try:
