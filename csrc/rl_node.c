@@ -1023,6 +1023,54 @@ static void take_ack(rl_node *n, uint64_t ack) {
     rl_mutex_unlock(&n->mu);
 }
 
+/* A header-only control frame (kinds 6-10: rl_header_decode refuses a body
+ * on them), handled straight from the receive buffer: no message is
+ * allocated for an acknowledgement or a heartbeat. Returns 0, or an RL_E*
+ * after which the connection must be dropped (*why set). */
+static int control_frame(rl_node *n, rl_conn *c, const rl_header *h, const char **why) {
+    /* the checksum of an empty body is 0 */
+    if ((h->flags & RL_FLAG_CHECKSUM) && h->crc != 0) {
+        *why = "checksum mismatch: a frame was corrupted in transit";
+        return RL_EPROTO;
+    }
+    if (h->kind == RL_KIND_BYE) {
+        *why = n->cfg.role == RL_ROLE_ACTOR ? "the learner closed the connection"
+                                             : "the actor closed the connection";
+        return RL_ECONNLOST;
+    }
+    if (h->kind == RL_KIND_HEARTBEAT) {
+        uint64_t sent = h->ref;
+        if (c->sess && sent > c->sess->delivered) {
+            *why = "frames were lost in transit (the actor sent more than arrived)";
+            return RL_EPROTO;
+        }
+        return 0;
+    }
+    if (h->kind == RL_KIND_ACK) {
+        uint64_t ack = h->ack;
+        if (n->cfg.role != RL_ROLE_ACTOR || !c->reliable) {
+            *why = "unexpected acknowledgement";
+            return RL_EPROTO;
+        }
+        take_ack(n, ack);
+        return 0;
+    }
+    if (h->kind == RL_KIND_SHM_REGION) {
+        uint64_t size = h->ref;
+        return shm_accept_region(c, size, why);
+    }
+    if (h->kind == RL_KIND_SHM_RELEASE) {
+        uint64_t off = h->ref;
+        if (!c->shm_out || rl_shm_release(c->shm_out, off) != 0) {
+            *why = "shared-memory release of a slot this peer was not given";
+            return RL_EPROTO;
+        }
+        return 0;
+    }
+    *why = "unknown control frame";
+    return RL_EPROTO;
+}
+
 static int deliver(rl_node *n, rl_conn *c, rl_msg *m, const char **why) {
     unsigned root = 0;
     int rc;
@@ -1039,45 +1087,6 @@ static int deliver(rl_node *n, rl_conn *c, rl_msg *m, const char **why) {
         rl_msg_free(m);
         *why = "frame without a checksum on a reliable connection";
         return RL_EPROTO;
-    }
-    if (kind == RL_KIND_BYE) {
-        rl_msg_free(m);
-        *why = n->cfg.role == RL_ROLE_ACTOR ? "the learner closed the connection"
-                                             : "the actor closed the connection";
-        return RL_ECONNLOST;
-    }
-    if (kind == RL_KIND_HEARTBEAT) {
-        uint64_t sent = m->hdr.ref;
-        rl_msg_free(m);
-        if (c->sess && sent > c->sess->delivered) {
-            *why = "frames were lost in transit (the actor sent more than arrived)";
-            return RL_EPROTO;
-        }
-        return 0;
-    }
-    if (kind == RL_KIND_ACK) {
-        uint64_t ack = m->hdr.ack;
-        rl_msg_free(m);
-        if (n->cfg.role != RL_ROLE_ACTOR || !c->reliable) {
-            *why = "unexpected acknowledgement";
-            return RL_EPROTO;
-        }
-        take_ack(n, ack);
-        return 0;
-    }
-    if (kind == RL_KIND_SHM_REGION) {
-        uint64_t size = m->hdr.ref;
-        rl_msg_free(m);
-        return shm_accept_region(c, size, why);
-    }
-    if (kind == RL_KIND_SHM_RELEASE) {
-        uint64_t off = m->hdr.ref;
-        rl_msg_free(m);
-        if (!c->shm_out || rl_shm_release(c->shm_out, off) != 0) {
-            *why = "shared-memory release of a slot this peer was not given";
-            return RL_EPROTO;
-        }
-        return 0;
     }
     uint8_t *shm_data = NULL;
     if (m->hdr.flags & RL_FLAG_SHM) {   /* the data is in the peer's region */
@@ -1476,6 +1485,12 @@ static int conn_read(rl_node *n, rl_conn *c, const char **why, char *buf, size_t
                 return RL_EPROTO;
             }
             uint64_t size = rl_frame_size(&h);
+            if (h.kind > RL_KIND_PUSH) {   /* header only: size == RL_HEADER_SIZE */
+                off += RL_HEADER_SIZE;
+                rc = control_frame(n, c, &h, why);
+                if (rc) return rc;
+                continue;
+            }
             if (size <= c->rx_len - off) {
                 rl_msg *m = msg_new(&h, c->peer_id);
                 if (!m) { *why = "out of memory"; return RL_ENOMEM; }
