@@ -97,7 +97,15 @@ typedef struct rl_conn {
     struct rl_node *node;      /* set by table_add; used only while !closed */
     int shm_accepts;           /* our hello said we map a region the peer offers */
     int pending_fd;            /* a descriptor read off the stream, not yet claimed (I/O thread) */
-    rl_shm_map *shm_map;       /* the peer's region, mapped; freed with the conn */
+    rl_shm_map *shm_map;       /* the peer's newest region, mapped; freed with the conn */
+    int shm_map_shared;        /* its slots go to other receivers too: mapped copy-on-write */
+    uint64_t shm_map_id;       /* its id (SHM_REGION ack; 0 unless shared), echoed in releases */
+    int peer_shm;              /* the peer's hello says it maps a region we offer */
+    /* learner: parameters through the node's region (under send_mu) */
+    uint64_t pshm_id;          /* id of the node's region this peer was given, or 0 */
+    uint64_t pshm_held;        /* bit i: it holds slot i of that region (pending or sent) */
+    int pshm_pending;          /* the slot pending_params names, or -1 */
+    uint64_t pub_mark;         /* the publish that gives it the shared-slot frame */
     rl_shm_region *shm_out;    /* our region for this peer; freed with the conn */
 } rl_conn;
 
@@ -114,6 +122,9 @@ typedef struct rl_session {
 } rl_session;
 
 #define MAX_SESSIONS 4096
+/* Learner: parameter versions alive at once in its shared region (a bit
+ * per slot in rl_conn.pshm_held). */
+#define PSLOTS 64
 /* Wake the learner's I/O thread to acknowledge once this many messages are owed. */
 #define ACK_EVERY 256
 /* Same-host shared memory (PROTOCOL.md 2.2): memfd and sealing are Linux's. */
@@ -171,7 +182,18 @@ struct rl_node {
     msgq pend[RL_NQUEUES];     /* I/O thread only: frames read this turn, not yet queued */
     int npend;
 
-    rl_buf *params;            /* learner: newest published frame */
+    rl_buf *params;            /* learner: newest published frame (whole), or NULL */
+    /* learner: parameters through shared memory, one copy for every local
+     * actor (PROTOCOL.md 2.2). Changed under mu; the region is created,
+     * written and destroyed only by a publish (pub_mu). */
+    rl_mutex pub_mu;           /* one publish at a time */
+    rl_shm_region *pshm;
+    uint64_t pshm_id;          /* > 0 once there is a region; bumped with every new one */
+    int pshm_stale;            /* a peer left holding slots: replace before the next use */
+    struct { uint64_t off; uint32_t refs; int used; } pslot[PSLOTS];
+    int pshm_latest;           /* the slot of the newest parameters (the node holds it), or -1 */
+    rl_buf *pshm_frame;        /* their frame naming that slot (header + meta), or NULL */
+    uint64_t pub_count;
     rl_msg *params_in;         /* actor: newest received, not yet taken */
     uint64_t params_in_version;
     uint64_t params_newest;    /* actor: newest version received */
@@ -292,6 +314,8 @@ static rl_msg *msg_new(const rl_header *h, uint64_t peer_id) {
     m->size = size;
     m->data = NULL;
     m->shm = NULL;
+    m->shm_map = NULL;
+    m->shm_id = 0;
     m->session = NULL;
     m->body_crc = 0;
     m->body_crc_done = 0;
@@ -381,6 +405,7 @@ static rl_conn *conn_new(int fd, int state) {
     c->hs_need = RL_HELLO_SIZE;
     c->opened_ms = rl_now_ms();
     c->pending_fd = -1;
+    c->pshm_pending = -1;
     rl_mutex_init(&c->send_mu);
     rl_cond_init(&c->send_cv);
     rl_ring_init(&c->ring);
@@ -503,6 +528,8 @@ static void conn_shut(rl_node *n, rl_conn *c) {
     rl_mutex_unlock(&c->send_mu);
 }
 
+static void pshm_leave(rl_node *n, rl_conn *c);
+
 /* I/O thread: drop a connection, report why, release the table's reference. */
 static void conn_drop(rl_node *n, rl_conn *c, int ev_type, int code, const char *reason) {
     int was_open = c->state == CONN_OPEN;
@@ -510,6 +537,7 @@ static void conn_drop(rl_node *n, rl_conn *c, int ev_type, int code, const char 
     rl_mutex_lock(&n->mu);
     c->state = CONN_CLOSED;
     table_remove(n, c);
+    if (n->cfg.role == RL_ROLE_LEARNER) pshm_leave(n, c);
     if (c->sess) {
         c->sess->attached = 0;
         c->sess->detached_ms = rl_now_ms();
@@ -546,6 +574,7 @@ static int ring_flush_locked(rl_conn *c) {
                 if (rl_header_decode(b->data, UINT64_MAX, &ph) == RL_OK)
                     rl_atomic_store(&c->params_version, ph.ref, RL_RELAXED);
                 c->pending_params = NULL;
+                c->pshm_pending = -1;   /* sent: its slot stays held until released */
                 rl_buf_unref(b);
             }
         }
@@ -587,24 +616,19 @@ static void reseal_header(uint8_t *frame) {
     for (int i = 0; i < 4; i++) frame[RL_HEADER_HCRC_OFFSET + i] = (uint8_t)(crc >> (8 * i));
 }
 
-/* Put a message's data section in a slot of region r: copy it there, point
- * the header at it (RL_FLAG_SHM, offset in `ack`) and write into wire[] the
- * iovecs of the meta alone. Returns how many, or 0 if the region has no
- * room now (or the meta is split into more than max pieces): then nothing
- * changed and the message goes on the stream whole. Caller's thread, no
- * lock held: this is the message's one copy. */
-static int shm_put(rl_shm_region *r, rl_header *h, const rl_iov *iov, int iovcnt, rl_iov *wire,
-                   int max) {
-    uint64_t off;
-    if (rl_shm_alloc(r, (size_t)h->data_len, &off) != 0) return 0;
-    uint8_t *dst = rl_shm_base(r) + off;
+/* Copy a message's data section to dst and write into wire[] the iovecs of
+ * its meta alone (the padding is dropped). Returns how many, or -1 if the
+ * meta is split into more than max pieces (then dst may hold part of the
+ * data). */
+static int shm_copy_in(uint8_t *dst, const rl_header *h, const rl_iov *iov, int iovcnt,
+                       rl_iov *wire, int max) {
     uint64_t meta_left = h->meta_len, pad_left = rl_frame_pad(h);
     int k = 0;
     for (int i = 0; i < iovcnt; i++) {
         const uint8_t *p = iov[i].base;
         size_t len = iov[i].len, t = len < meta_left ? len : (size_t)meta_left;
         if (t) {
-            if (k == max) { rl_shm_release(r, off); return 0; }
+            if (k == max) return -1;
             wire[k].base = p;
             wire[k].len = t;
             k++;
@@ -621,6 +645,21 @@ static int shm_put(rl_shm_region *r, rl_header *h, const rl_iov *iov, int iovcnt
             dst += len;
         }
     }
+    return k;
+}
+
+/* Put a message's data section in a slot of region r: copy it there, point
+ * the header at it (RL_FLAG_SHM, offset in `ack`) and write into wire[] the
+ * iovecs of the meta alone. Returns how many, or 0 if the region has no
+ * room now (or the meta is split into more than max pieces): then nothing
+ * changed and the message goes on the stream whole. Caller's thread, no
+ * lock held: this is the message's one copy. */
+static int shm_put(rl_shm_region *r, rl_header *h, const rl_iov *iov, int iovcnt, rl_iov *wire,
+                   int max) {
+    uint64_t off;
+    if (rl_shm_alloc(r, (size_t)h->data_len, &off) != 0) return 0;
+    int k = shm_copy_in(rl_shm_base(r) + off, h, iov, iovcnt, wire, max);
+    if (k < 0) { rl_shm_release(r, off); return 0; }
     h->flags |= RL_FLAG_SHM;
     h->ack = off;
     return k;
@@ -876,6 +915,192 @@ out:
     return rc;
 }
 
+/* ---- parameters -------------------------------------------------------- */
+
+/* A whole parameters frame: header (with the body's CRC32C, computed while
+ * copying: one pass over the source) and body. */
+static rl_buf *params_frame(rl_header h, const rl_iov *iov, int iovcnt) {
+    uint64_t total = RL_HEADER_SIZE;
+    for (int i = 0; i < iovcnt; i++) total += iov[i].len;
+    rl_buf *b = rl_buf_new((size_t)total);
+    if (!b) return NULL;
+    size_t off = RL_HEADER_SIZE;
+    uint32_t crc = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        crc = rl_crc32c_copy(crc, b->data + off, iov[i].base, iov[i].len);
+        off += iov[i].len;
+    }
+    b->len = off;
+    h.flags = (uint8_t)((h.flags & ~RL_FLAG_SHM) | RL_FLAG_CHECKSUM);
+    h.seq = h.ack = 0;
+    h.crc = crc;
+    rl_header_encode(&h, b->data);
+    return b;
+}
+
+/* Learner, mu held: the newest parameters as a whole frame, made from the
+ * shared slot they are in (for a peer that cannot have the slot). */
+static rl_buf *params_whole(rl_node *n) {
+    static const uint8_t zeros[RL_ALIGN];
+    rl_header h;
+    if (!n->pshm_frame || !n->pshm ||
+        rl_header_decode(n->pshm_frame->data, UINT64_MAX, &h) != RL_OK)
+        return NULL;
+    rl_iov iov[3] = {{n->pshm_frame->data + RL_HEADER_SIZE, h.meta_len},
+                     {zeros, rl_frame_pad(&h)},
+                     {rl_shm_base(n->pshm) + h.ack, (size_t)h.data_len}};
+    return params_frame(h, iov, 3);
+}
+
+/* Slot holds (mu held; a connection's bits also under its send_mu). */
+static void pslot_unref(rl_node *n, int i) {
+    if (--n->pslot[i].refs == 0) {
+        rl_shm_release(n->pshm, n->pslot[i].off);
+        n->pslot[i].used = 0;
+    }
+}
+
+static void pshm_hold(rl_node *n, rl_conn *c, int i) {
+    c->pshm_held |= (uint64_t)1 << i;
+    n->pslot[i].refs++;
+}
+
+static void pshm_unhold(rl_node *n, rl_conn *c, int i) {
+    uint64_t bit = (uint64_t)1 << i;
+    if (c->pshm_id != n->pshm_id || !(c->pshm_held & bit)) return;
+    c->pshm_held &= ~bit;
+    pslot_unref(n, i);
+}
+
+/* Learner, mu held: a slot for data_len bytes of parameters in the node's
+ * region (made or replaced as needed), held once for the node; -1 when
+ * they go whole: shared memory off or unavailable, too small a message, no
+ * same-host actor that maps regions, or no room. */
+static int pshm_reserve(rl_node *n, uint64_t data_len) {
+    if (!SHM_AVAILABLE || n->cfg.shm_bytes == 0 || data_len == 0 ||
+        data_len < n->cfg.shm_min_bytes || data_len > SHM_MAX_REGION / 3)
+        return -1;
+    int any = 0;
+    for (int i = 0; i < n->nconns && !any; i++)
+        any = n->conns[i]->state == CONN_OPEN && n->conns[i]->peer_shm;
+    if (!any) return -1;
+    /* room for two versions while actors still hold the previous one */
+    uint64_t least = 2 * data_len + ((uint64_t)1 << 16);
+    if (!n->pshm || n->pshm_stale || rl_shm_size(n->pshm) < least) {
+        uint64_t size = 3 * data_len;
+        if (size < n->cfg.shm_bytes) size = n->cfg.shm_bytes;
+        if (size > SHM_MAX_REGION) size = SHM_MAX_REGION;
+        rl_shm_region *r = rl_shm_create((size_t)size);
+        if (!r) return -1;
+        /* Actors still map the old one for what they hold; we never write
+         * it again (the stale case: a departed actor may still read it). */
+        rl_shm_destroy(n->pshm);
+        n->pshm = r;
+        n->pshm_id++;
+        n->pshm_stale = 0;
+        memset(n->pslot, 0, sizeof n->pslot);
+        n->pshm_latest = -1;
+        rl_buf_unref(n->pshm_frame);
+        n->pshm_frame = NULL;
+    }
+    int i = 0;
+    while (i < PSLOTS && n->pslot[i].used) i++;
+    uint64_t off;
+    if (i == PSLOTS || rl_shm_alloc(n->pshm, (size_t)data_len, &off) != 0) return -1;
+    n->pslot[i].off = off;
+    n->pslot[i].refs = 1;
+    n->pslot[i].used = 1;
+    return i;
+}
+
+/* Learner, mu and c->send_mu held: give c the node's region, once; only
+ * with nothing queued before it (the descriptor must go with these bytes,
+ * in stream order). Returns 0 if c has it. */
+static int pshm_offer(rl_node *n, rl_conn *c) {
+    if (c->pshm_id == n->pshm_id) return 0;
+    if (c->closed || c->ring.bytes || c->direct_writer) return -1;
+    /* A frame not started yet may name a slot of an earlier region: it must
+     * not follow the new one (the peer would read it there). A publish is
+     * replacing it anyway. */
+    if (c->pshm_pending >= 0) pshm_unhold(n, c, c->pshm_pending);
+    c->pshm_pending = -1;
+    rl_buf_unref(c->pending_params);
+    c->pending_params = NULL;
+    rl_header h;
+    uint8_t out[RL_HEADER_SIZE];
+    memset(&h, 0, sizeof h);
+    h.kind = RL_KIND_SHM_REGION;
+    h.seq = 1;                  /* shared slots: map it copy-on-write */
+    h.ack = n->pshm_id;
+    h.ref = rl_shm_size(n->pshm);
+    seal_header(&h, out, c->reliable, NULL, 0);
+    ssize_t w = rl_sock_write_fd(c->fd, out, sizeof out, rl_shm_fd(n->pshm));
+    if (w <= 0) return -1;
+    /* the descriptor went with the first byte; the rest waits its turn */
+    if ((size_t)w < sizeof out && ring_put_copy(c, out + w, sizeof out - (size_t)w) == 0)
+        c->want_out = 1;
+    c->pshm_id = n->pshm_id;
+    c->pshm_held = 0;
+    c->pshm_pending = -1;
+    return 0;
+}
+
+/* Learner, mu and c->send_mu held: make the newest parameters c's next
+ * frame, replacing one it has not started: the shared slot when c has (or
+ * can now be given) the region, else the whole frame. */
+static void give_params(rl_node *n, rl_conn *c, int shared) {
+    if (c->pshm_pending >= 0) pshm_unhold(n, c, c->pshm_pending);
+    c->pshm_pending = -1;
+    rl_buf_unref(c->pending_params);   /* a version it never started: skip it */
+    c->pending_params = NULL;
+    if (shared && n->pshm_frame && c->peer_shm && pshm_offer(n, c) == 0) {
+        c->pending_params = rl_buf_ref(n->pshm_frame);
+        pshm_hold(n, c, n->pshm_latest);
+        c->pshm_pending = n->pshm_latest;
+        return;
+    }
+    if (!n->params && n->pshm_frame) n->params = params_whole(n);
+    if (n->params) c->pending_params = rl_buf_ref(n->params);
+}
+
+/* Learner, I/O thread: the actor is done with a slot of the node's region. */
+static int pshm_release(rl_node *n, rl_conn *c, const rl_header *h, const char **why) {
+    int rc = 0;
+    rl_mutex_lock(&n->mu);
+    rl_mutex_lock(&c->send_mu);
+    if (h->ack == 0 || c->pshm_id == 0 || h->ack > c->pshm_id) {
+        rc = RL_EPROTO;
+    } else if (h->ack == c->pshm_id && c->pshm_id == n->pshm_id) {
+        int i = 0;
+        while (i < PSLOTS && !(n->pslot[i].used && n->pslot[i].off == h->ref &&
+                               (c->pshm_held >> i & 1) && i != c->pshm_pending))
+            i++;
+        if (i == PSLOTS) rc = RL_EPROTO;
+        else pshm_unhold(n, c, i);
+    }   /* else a slot of a region since replaced: nothing to give back */
+    rl_mutex_unlock(&c->send_mu);
+    rl_mutex_unlock(&n->mu);
+    if (rc) *why = "shared-memory release of a slot this peer was not given";
+    return rc;
+}
+
+/* Learner, mu held, c leaving: what it held goes back; if it had been sent
+ * a slot, the region is never written again (its process may still read
+ * that slot) and the next publish makes a new one. */
+static void pshm_leave(rl_node *n, rl_conn *c) {
+    rl_mutex_lock(&c->send_mu);
+    if (c->pshm_id && c->pshm_id == n->pshm_id) {
+        uint64_t sent = c->pshm_held;
+        if (c->pshm_pending >= 0) sent &= ~((uint64_t)1 << c->pshm_pending);
+        if (sent) n->pshm_stale = 1;
+        for (int i = 0; i < PSLOTS; i++)
+            if (c->pshm_held >> i & 1) pshm_unhold(n, c, i);
+    }
+    c->pshm_held = 0;
+    c->pshm_pending = -1;
+    rl_mutex_unlock(&c->send_mu);
+}
+
 int rl_node_publish(rl_node *n, const rl_header *hin, const rl_iov *iov, int iovcnt) {
     rl_header h = *hin;
     uint64_t body = 0;
@@ -884,40 +1109,94 @@ int rl_node_publish(rl_node *n, const rl_header *hin, const rl_iov *iov, int iov
     uint64_t total = RL_HEADER_SIZE + body;
     if (total > n->cfg.limits.max_message_bytes) return RL_ETOOBIG;
     if (n->cfg.role != RL_ROLE_LEARNER) return RL_EINVAL;
-    rl_buf *b = rl_buf_new((size_t)total);
-    if (!b) return RL_ENOMEM;
-    /* Parameters always carry a checksum, computed while copying: one pass
-     * over the caller's memory, once per publish. */
-    size_t off = RL_HEADER_SIZE;
-    uint32_t crc = 0;
-    for (int i = 0; i < iovcnt; i++) {
-        crc = rl_crc32c_copy(crc, b->data + off, iov[i].base, iov[i].len);
-        off += iov[i].len;
-    }
-    b->len = off;
+    h.flags = 0;
     h.seq = h.ack = 0;
-    h.flags |= RL_FLAG_CHECKSUM;
-    h.crc = crc;
-    rl_header_encode(&h, b->data);
-    STAT_ADD(n, st_sent, 1);
+
+    rl_mutex_lock(&n->pub_mu);
+    rl_mutex_lock(&n->mu);
+    if (n->closing) {
+        rl_mutex_unlock(&n->mu);
+        rl_mutex_unlock(&n->pub_mu);
+        return RL_ECLOSED;
+    }
+    /* Which peers take the data from a shared slot (offered the region now
+     * if they do not have it yet), and whether anyone needs it whole. */
+    uint64_t mark = ++n->pub_count;
+    int slot = pshm_reserve(n, h.data_len), whole = slot < 0;
+    for (int i = 0; i < n->nconns; i++) {
+        rl_conn *c = n->conns[i];
+        if (c->state != CONN_OPEN) continue;
+        rl_mutex_lock(&c->send_mu);
+        if (slot >= 0 && c->peer_shm && pshm_offer(n, c) == 0) c->pub_mark = mark;
+        else whole = 1;
+        rl_mutex_unlock(&c->send_mu);
+    }
+    rl_mutex_unlock(&n->mu);
+
+    /* The copies, outside mu: only a publish writes or replaces the region. */
+    rl_buf *full = NULL, *small = NULL;
+    int rc = RL_OK;
+    if (slot >= 0) {
+        rl_iov wire[8];
+        rl_header sh = h;
+        int k = shm_copy_in(rl_shm_base(n->pshm) + n->pslot[slot].off, &h, iov, iovcnt, wire,
+                            (int)(sizeof wire / sizeof wire[0]));
+        small = k < 0 ? NULL : rl_buf_new(RL_HEADER_SIZE + (size_t)h.meta_len);
+        if (small) {
+            size_t off = RL_HEADER_SIZE;
+            uint32_t crc = 0;
+            for (int j = 0; j < k; j++) {
+                crc = rl_crc32c_copy(crc, small->data + off, wire[j].base, wire[j].len);
+                off += wire[j].len;
+            }
+            small->len = off;
+            sh.flags = RL_FLAG_SHM | RL_FLAG_CHECKSUM;
+            sh.ack = n->pslot[slot].off;
+            sh.crc = crc;
+            rl_header_encode(&sh, small->data);
+        } else {
+            whole = 1;
+        }
+    }
+    if (whole) {
+        full = params_frame(h, iov, iovcnt);
+        if (!full) rc = RL_ENOMEM;
+    }
 
     rl_mutex_lock(&n->mu);
-    if (n->closing) { rl_mutex_unlock(&n->mu); rl_buf_unref(b); return RL_ECLOSED; }
+    if (n->closing) rc = RL_ECLOSED;
+    if (rc == RL_OK && !small && slot >= 0) {   /* the slot frame failed: all whole */
+        pslot_unref(n, slot);
+        slot = -1;
+    }
+    if (rc != RL_OK) {
+        if (slot >= 0) pslot_unref(n, slot);
+        rl_mutex_unlock(&n->mu);
+        rl_mutex_unlock(&n->pub_mu);
+        rl_buf_unref(full);
+        rl_buf_unref(small);
+        return rc;
+    }
+    STAT_ADD(n, st_sent, 1);
     rl_buf_unref(n->params);
-    n->params = b;   /* the node's reference */
+    n->params = full;   /* the node's reference (NULL: made from the slot if needed) */
+    if (n->pshm_latest >= 0) pslot_unref(n, n->pshm_latest);
+    rl_buf_unref(n->pshm_frame);
+    n->pshm_latest = slot;   /* the node's hold, taken in pshm_reserve */
+    n->pshm_frame = small;
     int wake = 0;
     for (int i = 0; i < n->nconns; i++) {
         rl_conn *c = n->conns[i];
         if (c->state != CONN_OPEN) continue;
         rl_mutex_lock(&c->send_mu);
         if (!c->closed) {
-            rl_buf_unref(c->pending_params);   /* a version it never started: skip it */
-            c->pending_params = rl_buf_ref(b);
+            give_params(n, c, slot >= 0 && c->pub_mark == mark);
             if (!c->want_out) { c->want_out = 1; wake = 1; }
         }
         rl_mutex_unlock(&c->send_mu);
     }
     rl_mutex_unlock(&n->mu);
+    rl_mutex_unlock(&n->pub_mu);
     if (wake) rl_waker_wake(&n->waker);
     return RL_OK;
 }
@@ -929,7 +1208,11 @@ int rl_node_publish(rl_node *n, const rl_header *hin, const rl_iov *iov, int iov
  * the link still exists). */
 static void shm_give_back(rl_msg *m) {
     rl_conn *c = m->shm;
+    rl_shm_map *map = m->shm_map;
     m->shm = NULL;
+    m->shm_map = NULL;
+    /* a copy-on-write map forgets what we wrote before the owner may reuse it */
+    rl_shm_map_discard(map, m->hdr.ack, m->hdr.data_len);
     rl_mutex_lock(&c->send_mu);
     if (!c->closed) {
         rl_header h;
@@ -937,35 +1220,47 @@ static void shm_give_back(rl_msg *m) {
         memset(&h, 0, sizeof h);
         h.kind = RL_KIND_SHM_RELEASE;
         h.ref = m->hdr.ack;
+        h.ack = m->shm_id;
         seal_header(&h, out, c->reliable, NULL, 0);
         int had_out = c->want_out;
         if (ring_put_copy(c, out, sizeof out) == 0) c->want_out = 1;
         if (!had_out && c->want_out) rl_waker_wake(&c->node->waker);
     }
     rl_mutex_unlock(&c->send_mu);
+    rl_shm_map_unref(map);
     conn_unref(c);
 }
 
 /* I/O thread: the peer offers its region (the descriptor came with the
- * frame's bytes and waits in c->pending_fd). */
-static int shm_accept_region(rl_conn *c, uint64_t size, const char **why) {
+ * frame's bytes and waits in c->pending_fd). A region with shared slots
+ * (seq bit 0, ack = its id) is mapped copy-on-write, and a newer one of
+ * those replaces it: messages in the old one keep their own map. */
+static int shm_accept_region(rl_conn *c, const rl_header *h, const char **why) {
     int fd = c->pending_fd;
     c->pending_fd = -1;
     if (fd < 0) { *why = "shared-memory region offered without a file descriptor"; return RL_EPROTO; }
-    if (!c->shm_accepts || c->shm_map) {
+    int shared = (h->seq & 1) != 0;
+    const char *bad = NULL;
+    if ((h->seq & ~(uint64_t)1) || shared != (h->ack != 0))
+        bad = "malformed shared-memory region frame";
+    else if (!c->shm_accepts)
+        bad = "shared-memory region offered on a connection that did not accept one";
+    else if (c->shm_map && !(shared && c->shm_map_shared && h->ack > c->shm_map_id))
+        bad = "a second shared-memory region on one connection";
+    else if (h->ref > SHM_MAX_REGION)
+        bad = "shared-memory region larger than 16 GiB";
+    if (bad) {
         rl_shm_close_fd(fd);
-        *why = c->shm_map ? "a second shared-memory region on one connection"
-                          : "shared-memory region offered on a connection that did not accept one";
-        return RL_EPROTO;
-    }
-    if (size > SHM_MAX_REGION) {
-        rl_shm_close_fd(fd);
-        *why = "shared-memory region larger than 16 GiB";
+        *why = bad;
         return RL_EPROTO;
     }
     const char *problem = NULL;
-    c->shm_map = rl_shm_map_fd(fd, size, &problem);   /* closes fd */
-    if (!c->shm_map) { *why = problem ? problem : "could not map the peer's shared memory"; return RL_EPROTO; }
+    rl_shm_map *map = rl_shm_map_fd(fd, h->ref, shared, &problem);   /* closes fd */
+    if (!map) { *why = problem ? problem : "could not map the peer's shared memory"; return RL_EPROTO; }
+    rl_shm_map_unref(c->shm_map);
+    c->shm_map = map;
+    c->shm_map_shared = shared;
+    c->shm_map_id = h->ack;
     return 0;
 }
 
@@ -1055,13 +1350,10 @@ static int control_frame(rl_node *n, rl_conn *c, const rl_header *h, const char 
         take_ack(n, ack);
         return 0;
     }
-    if (h->kind == RL_KIND_SHM_REGION) {
-        uint64_t size = h->ref;
-        return shm_accept_region(c, size, why);
-    }
+    if (h->kind == RL_KIND_SHM_REGION) return shm_accept_region(c, h, why);
     if (h->kind == RL_KIND_SHM_RELEASE) {
-        uint64_t off = h->ref;
-        if (!c->shm_out || rl_shm_release(c->shm_out, off) != 0) {
+        if (n->cfg.role == RL_ROLE_LEARNER) return pshm_release(n, c, h, why);
+        if (h->ack != 0 || !c->shm_out || rl_shm_release(c->shm_out, h->ref) != 0) {
             *why = "shared-memory release of a slot this peer was not given";
             return RL_EPROTO;
         }
@@ -1125,6 +1417,8 @@ static int deliver(rl_node *n, rl_conn *c, rl_msg *m, const char **why) {
     if (shm_data) {   /* from here on, freeing m gives the slot back */
         m->data = shm_data;
         m->shm = conn_ref(c);
+        m->shm_map = rl_shm_map_ref(c->shm_map);
+        m->shm_id = c->shm_map_id;
     }
 
     int qi = -1;
@@ -1321,14 +1615,21 @@ static int open_conn(rl_node *n, rl_conn *c, const rl_hello *peer, const char **
     c->state = CONN_OPEN;
     rl_atomic_store(&c->last_rx_ms, rl_now_ms(), RL_RELAXED);
     push_event(n, RL_EV_JOINED, c->peer_id, 0, "");
-    rl_buf *params = n->params ? rl_buf_ref(n->params) : NULL;
-    rl_mutex_unlock(&n->mu);
+    c->peer_shm = c->local && (peer->flags & RL_HELLO_SHM) != 0;
 
+    /* our hello, then the newest parameters (from the shared region if the
+     * actor maps it: offered right behind the hello) */
     rl_mutex_lock(&c->send_mu);
     int rc = ring_put_copy(c, out, sizeof out);
-    c->pending_params = params;
     if (!rc) rc = ring_flush_locked(c);
+    if (!rc) give_params(n, c, 1);
     rl_mutex_unlock(&c->send_mu);
+    rl_mutex_unlock(&n->mu);
+    if (!rc) {
+        rl_mutex_lock(&c->send_mu);
+        rc = ring_flush_locked(c);
+        rl_mutex_unlock(&c->send_mu);
+    }
     if (rc) { *why = "connection lost during the handshake"; return RL_ECONNLOST; }
     return 0;
 }
@@ -1854,6 +2155,8 @@ int rl_node_create(const rl_config *cfg, rl_node **out) {
     rl_mutex_init(&n->close_mu);
     rl_mutex_init(&n->mu);
     rl_mutex_init(&n->rel_mu);
+    rl_mutex_init(&n->pub_mu);
+    n->pshm_latest = -1;
     rl_cond_init(&n->cv);
     if (rl_waker_open(&n->waker) || !(n->poller = rl_poller_new())) {
         rl_waker_close(&n->waker);
@@ -1931,17 +2234,21 @@ static int read_all(int fd, uint8_t *p, size_t len, long long deadline) {
     return 0;
 }
 
+/* Actor: does it map a region its learner offers (parameters)? */
+static int actor_maps_shm(const rl_node *n) { return SHM_AVAILABLE && n->cfg.shm_bytes > 0; }
+
 /* Actor: exchange hellos on a fresh connection (and, with a key, prove it
  * and check the learner's proof: PROTOCOL.md 3.5). *peer gets the learner's
  * final hello, or on RL_EAUTH / RL_EVERSION the one it sent first. */
-static int actor_handshake(rl_node *n, int fd, int want_reliable, uint64_t acked,
+static int actor_handshake(rl_node *n, int fd, int local, int want_reliable, uint64_t acked,
                            long long deadline, rl_hello *peer) {
     int keyed = n->cfg.auth_key_len > 0;
     rl_hello mine;
     memset(&mine, 0, sizeof mine);
     mine.version = RL_PROTOCOL_VERSION;
     mine.role = RL_ROLE_ACTOR;
-    mine.flags = (uint8_t)((want_reliable ? RL_HELLO_RELIABLE : 0) | (keyed ? RL_HELLO_AUTH : 0));
+    mine.flags = (uint8_t)((want_reliable ? RL_HELLO_RELIABLE : 0) | (keyed ? RL_HELLO_AUTH : 0) |
+                           (local && actor_maps_shm(n) ? RL_HELLO_SHM : 0));
     mine.node_id = n->id;
     mine.resume_seq = acked;   /* what a restarted learner may assume was taken */
     mine.max_message = (uint32_t)(n->cfg.limits.max_message_bytes >> 20);
@@ -2006,7 +2313,7 @@ int rl_node_connect(rl_node *n, const char *host, int port, int timeout_ms, rl_h
         for (int i = 0; i < k; i++) {
             int fd = rl_sock_connect_local(names[i], 1);
             if (fd < 0) continue;
-            rc = actor_handshake(n, fd, want_reliable, acked, deadline, peer);
+            rc = actor_handshake(n, fd, 1, want_reliable, acked, deadline, peer);
             if (rc == RL_OK) return attach_conn(n, fd, 1, peer);
             rl_closesocket(fd);
             if (rc == RL_EAUTH || rc == RL_EVERSION) return rc;
@@ -2014,7 +2321,7 @@ int rl_node_connect(rl_node *n, const char *host, int port, int timeout_ms, rl_h
     }
     int fd = rl_sock_connect(host, port, (int)(deadline - rl_now_ms() > 0 ? deadline - rl_now_ms() : 0));
     if (fd < 0) return fd;
-    rc = actor_handshake(n, fd, want_reliable, acked, deadline, peer);
+    rc = actor_handshake(n, fd, 0, want_reliable, acked, deadline, peer);
     if (rc) { rl_closesocket(fd); return rc; }
     return attach_conn(n, fd, 0, peer);
 }
@@ -2026,7 +2333,7 @@ int rl_node_connect_ipc(rl_node *n, const char *path, int timeout_ms, rl_hello *
     long long deadline = rl_now_ms() + timeout_ms;
     int fd = rl_sock_connect_local(path, 0);
     if (fd < 0) return fd;
-    rc = actor_handshake(n, fd, want_reliable, acked, deadline, peer);
+    rc = actor_handshake(n, fd, 1, want_reliable, acked, deadline, peer);
     if (rc) { rl_closesocket(fd); return rc; }
     return attach_conn(n, fd, 1, peer);
 }
@@ -2041,6 +2348,7 @@ static int attach_conn(rl_node *n, int fd, int local, const rl_hello *peer) {
     c->peer_id = peer->node_id;
     c->reliable = (peer->flags & RL_HELLO_RELIABLE) != 0;
     c->last_rx_ms = c->last_tx_ms = rl_now_ms();
+    c->shm_accepts = local && actor_maps_shm(n);   /* as our hello said */
     /* Large trajectories through shared memory: same host, a learner that
      * maps regions, unreliable (a reliable session resends from its
      * retained copies, which the stream carries). First frame on the link. */
@@ -2194,7 +2502,7 @@ int rl_node_peer_stats(rl_node *n, rl_peer_stats *out, int max) {
         p->sendq_bytes = c->ring.bytes + (c->pending_params ? c->pending_params->len : 0);
         p->rtt_us = c->closed || c->local ? -1 : rl_sock_rtt_us(c->fd);
         p->local = c->local;
-        p->shm = c->shm_out != NULL || c->shm_map != NULL;
+        p->shm = c->shm_out != NULL || c->shm_map != NULL || c->pshm_id != 0;
         rl_mutex_unlock(&c->send_mu);
     }
     rl_mutex_unlock(&n->mu);
@@ -2400,12 +2708,15 @@ void rl_node_destroy(rl_node *n) {
     }
     rl_msg_free(n->params_in);
     rl_buf_unref(n->params);
+    rl_buf_unref(n->pshm_frame);
+    rl_shm_destroy(n->pshm);
     for (size_t i = 0; i < n->ret_n; i++) rl_buf_unref(n->ret[(n->ret_head + i) % n->ret_cap].buf);
     for (int i = 0; i < n->ret_pool_n; i++) rl_buf_unref(n->ret_pool[i]);
     free(n->ret);
     for (int i = 0; i < n->nsessions; i++) free(n->sessions[i]);
     free(n->sessions);
     rl_mutex_destroy(&n->rel_mu);
+    rl_mutex_destroy(&n->pub_mu);
     free(n->conns);
     rl_cond_destroy(&n->cv);
     rl_mutex_destroy(&n->mu);

@@ -43,7 +43,9 @@ typedef struct rl_msg {
     uint64_t size;
     size_t cap;               /* allocated bytes at frame (internal) */
     uint8_t *data;            /* the data section, or NULL: use rl_msg_data */
-    void *shm;                /* the shared-memory slot it holds (internal) */
+    void *shm;                /* the connection its shared-memory slot came by (internal) */
+    void *shm_map;            /* the mapped region that slot is in (internal) */
+    uint64_t shm_id;          /* that region's id, for the release (internal) */
     void *session;            /* learner, reliable mode: its session (internal) */
     uint32_t body_crc;        /* body CRC32C computed while reading (internal) */
     int body_crc_done;

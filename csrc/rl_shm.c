@@ -17,11 +17,12 @@ uint8_t *rl_shm_base(const rl_shm_region *r) { (void)r; return NULL; }
 int rl_shm_alloc(rl_shm_region *r, size_t len, uint64_t *off) { (void)r; (void)len; (void)off; return -1; }
 int rl_shm_release(rl_shm_region *r, uint64_t off) { (void)r; (void)off; return -1; }
 size_t rl_shm_in_use(rl_shm_region *r) { (void)r; return 0; }
-rl_shm_map *rl_shm_map_fd(int fd, uint64_t expect_size, const char **why) {
-    (void)fd; (void)expect_size;
+rl_shm_map *rl_shm_map_fd(int fd, uint64_t expect_size, int copy_on_write, const char **why) {
+    (void)fd; (void)expect_size; (void)copy_on_write;
     if (why) *why = "shared memory: not supported on this platform";
     return NULL;
 }
+void rl_shm_map_discard(rl_shm_map *m, uint64_t off, uint64_t len) { (void)m; (void)off; (void)len; }
 rl_shm_map *rl_shm_map_ref(rl_shm_map *m) { return m; }
 void rl_shm_map_unref(rl_shm_map *m) { (void)m; }
 uint8_t *rl_shm_map_base(const rl_shm_map *m) { (void)m; return NULL; }
@@ -242,6 +243,7 @@ struct rl_shm_map {
     uint8_t *base;
     uint64_t size;
     long refs;
+    int copy_on_write;
 };
 
 static rl_shm_map *map_fail(int fd, const char **why, const char *reason) {
@@ -251,7 +253,7 @@ static rl_shm_map *map_fail(int fd, const char **why, const char *reason) {
 }
 
 #ifdef __linux__
-rl_shm_map *rl_shm_map_fd(int fd, uint64_t expect_size, const char **why) {
+rl_shm_map *rl_shm_map_fd(int fd, uint64_t expect_size, int copy_on_write, const char **why) {
     if (fd < 0) return map_fail(fd, why, "shared memory: no descriptor");
     /* Seals first: once SHRINK and GROW are on they cannot come off, so the
      * size read after them is the size for good. */
@@ -269,18 +271,21 @@ rl_shm_map *rl_shm_map_fd(int fd, uint64_t expect_size, const char **why) {
     if (size > SIZE_MAX) return map_fail(fd, why, "shared memory: region too large to map");
     rl_shm_map *m = malloc(sizeof *m);
     if (!m) return map_fail(fd, why, "shared memory: out of memory");
-    /* Shared: the slot is the receiver's until it releases it (rl_shm.h). */
-    void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    /* Shared: the slot is the receiver's until it releases it (rl_shm.h);
+     * private when other receivers read the same slots. */
+    void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE,
+                   copy_on_write ? MAP_PRIVATE : MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) { free(m); return map_fail(fd, why, "shared memory: mmap failed"); }
     close(fd);   /* the mapping keeps the file */
     m->base = p;
     m->size = size;
     m->refs = 1;
+    m->copy_on_write = copy_on_write != 0;
     return m;
 }
 #else
-rl_shm_map *rl_shm_map_fd(int fd, uint64_t expect_size, const char **why) {
-    (void)expect_size;
+rl_shm_map *rl_shm_map_fd(int fd, uint64_t expect_size, int copy_on_write, const char **why) {
+    (void)expect_size; (void)copy_on_write;
     /* Without seals we cannot trust the size (SIGBUS on a shrunk file). */
     return map_fail(fd, why, "shared memory: not supported on this platform");
 }
@@ -299,6 +304,16 @@ void rl_shm_map_unref(rl_shm_map *m) {
 
 uint8_t *rl_shm_map_base(const rl_shm_map *m) { return m->base; }
 uint64_t rl_shm_map_size(const rl_shm_map *m) { return m->size; }
+
+void rl_shm_map_discard(rl_shm_map *m, uint64_t off, uint64_t len) {
+    if (!m->copy_on_write || !rl_shm_map_holds(m, off, len) || len == 0) return;
+    size_t pg = page_size();
+    uint64_t end = (off + len + pg - 1) / pg * pg;   /* holds: off + len <= size */
+    if (end > m->size) end = m->size;                 /* size is whole pages */
+    /* Drops our private copies of written pages; the next read maps the
+     * file's pages again, which hold whatever the owner wrote since. */
+    (void)madvise(m->base + off, (size_t)(end - off), MADV_DONTNEED);
+}
 
 int rl_shm_map_holds(const rl_shm_map *m, uint64_t off, uint64_t len) {
 #ifdef __linux__

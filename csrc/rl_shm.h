@@ -71,8 +71,19 @@ typedef struct rl_shm_map rl_shm_map;
 /* Map a region received from a peer. Takes ownership of fd (closed on
  * every path). Fails (NULL, *why set to a static reason) unless fd is a
  * memory file sealed against shrinking and growing whose size equals
- * expect_size and is a whole number of pages. refs = 1. */
-rl_shm_map *rl_shm_map_fd(int fd, uint64_t expect_size, const char **why);
+ * expect_size and is a whole number of pages. refs = 1.
+ * copy_on_write = 0: mapped shared (the receiver owns a slot until it
+ * releases it and may write into it; the owner sees those writes).
+ * copy_on_write = 1, for a region whose slots the owner names to several
+ * receivers (parameters to every local actor): mapped private, so that a
+ * receiver's writes stay its own; call rl_shm_map_discard on a slot before
+ * releasing it. */
+rl_shm_map *rl_shm_map_fd(int fd, uint64_t expect_size, int copy_on_write, const char **why);
+/* Copy-on-write maps: forget this receiver's private copies of the pages
+ * of [off, off + len) (rounded out to whole pages), so that a slot reused
+ * by the owner reads as the owner wrote it. No-op on a shared map or a
+ * range outside the map. Call only once nothing uses that range. */
+void rl_shm_map_discard(rl_shm_map *m, uint64_t off, uint64_t len);
 rl_shm_map *rl_shm_map_ref(rl_shm_map *m);
 void rl_shm_map_unref(rl_shm_map *m);           /* unmaps at zero; NULL allowed */
 uint8_t *rl_shm_map_base(const rl_shm_map *m);

@@ -274,6 +274,13 @@ class LearnerNode(_Node):
     (open plus handshaking; more are closed at once) and
     ``handshake_timeout``. Thread-safe.
 
+    Parameters whose arrays total ``shm_min_bytes`` (default 64 KiB) or more
+    reach the actors on this machine through one shared-memory region: copied
+    into it once, whatever the number of actors, each actor's arrays a
+    private copy-on-write view. The region holds at least three versions
+    (``shm_bytes``, default 64 MiB, or three times the parameters if more;
+    memory used as it is filled); ``shm_bytes=0`` sends them over the socket.
+
     ``wait_spin_us``: a :meth:`receive_request` that finds no request spins
     this many microseconds for one before it sleeps (a sleeping thread can
     take tens of microseconds to wake, longer than a round trip on one
@@ -288,7 +295,8 @@ class LearnerNode(_Node):
                  max_connections: int = 1024, auth_key: str | bytes | None = None,
                  max_arrays: int = 65536, max_ndim: int = 32, max_depth: int = 64,
                  max_items: int = 1 << 20, max_str_bytes: int = 64 << 20,
-                 local: bool = True, ipc_path: str | None = None, wait_spin_us: int = 50):
+                 local: bool = True, ipc_path: str | None = None, shm_bytes: int = 64 << 20,
+                 shm_min_bytes: int = 64 << 10, wait_spin_us: int = 50):
         _check_int("port", port, 0, 65535)
         if not isinstance(host, str):
             raise TypeError(f"host must be a str such as '127.0.0.1' or '0.0.0.0', not {host!r}")
@@ -308,6 +316,8 @@ class LearnerNode(_Node):
             max(1, int(_check_seconds("peer_timeout", peer_timeout, 86400.0) * 1000)),
             max_connections=_check_int("max_connections", max_connections, 1, 1 << 20),
             auth_key=key, limits=limits, local=_check_bool("local", local),
+            shm_bytes=_check_int("shm_bytes", shm_bytes, 0),
+            shm_min_bytes=_check_int("shm_min_bytes", shm_min_bytes, 1),
             wait_spin_us=_check_int("wait_spin_us", wait_spin_us, 0, 1_000_000))
         self.host = host
         self.reliable = reliable

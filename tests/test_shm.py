@@ -258,3 +258,172 @@ def test_a_region_then_a_frame_outside_it(peer_closed, wait_until):
             s.close()
         finally:
             os.close(fd)
+
+
+# ---- parameters: one region for every local actor --------------------------
+PBIG = 1 << 20            # bytes of parameter data per version
+
+
+def _params(v: int) -> dict:
+    return {"w": np.full(PBIG // 8, v, dtype=np.float32),
+            "b": np.arange(PBIG // 16, dtype=np.int64) + v, "step": v}
+
+
+def _check_params(p, v: int) -> None:
+    assert p.version == v and p.data["step"] == v
+    assert (p.data["w"] == v).all()
+    assert np.array_equal(p.data["b"], np.arange(PBIG // 16, dtype=np.int64) + v)
+
+
+def _stream_bytes_in(actor) -> int:
+    return actor.stats()["bytes_in"]
+
+
+def test_parameters_reach_local_actors_through_one_region():
+    with rlink.LearnerNode(port=0) as learner, \
+            rlink.ActorNode(learner.address, connect_timeout=T) as a, \
+            rlink.ActorNode(learner.address, connect_timeout=T) as b, \
+            rlink.ActorNode(learner.address, local=False, connect_timeout=T) as tcp:
+        for v in range(1, 11):
+            learner.publish_parameters(_params(v))
+            pa, pb, pt = (x.wait_parameters(newer_than=v - 1, timeout=T) for x in (a, b, tcp))
+            for p in (pa, pb, pt):
+                _check_params(p, v)
+            # an actor's arrays are writable and its own
+            pa.data["w"][:] = -1
+            pa.data["b"][::7] = -1
+            _check_params(pb, v)
+            _check_params(pt, v)
+        # the data came by the region to the local actors, whole over TCP
+        for x in (a, b):
+            assert x.stats()["shared_memory"]
+            assert _stream_bytes_in(x) < 10 * PBIG // 10
+        assert not tcp.stats()["shared_memory"]
+        assert _stream_bytes_in(tcp) > 10 * PBIG
+        assert learner.stats()["actors"][a.actor_id]["shared_memory"]
+
+
+def test_kept_parameters_stay_intact_while_later_versions_arrive():
+    # a region of three versions, while the actor keeps five: the rest goes
+    # whole over the socket, and nothing kept changes
+    with rlink.LearnerNode(port=0, shm_bytes=4096) as learner, \
+            rlink.ActorNode(learner.address, connect_timeout=T) as actor:
+        kept = []
+        for v in range(1, 13):
+            learner.publish_parameters(_params(v))
+            p = actor.wait_parameters(newer_than=v - 1, timeout=T)
+            _check_params(p, v)
+            if v <= 5:
+                kept.append(p)
+            for i, k in enumerate(kept):
+                _check_params(k, i + 1)
+        del kept
+        for v in range(13, 20):   # slots came back: the region is used again
+            before = _stream_bytes_in(actor)
+            learner.publish_parameters(_params(v))
+            _check_params(actor.wait_parameters(newer_than=v - 1, timeout=T), v)
+        assert _stream_bytes_in(actor) - before < PBIG // 10
+
+
+def test_an_actor_leaving_with_parameters_keeps_them_intact(wait_until):
+    with rlink.LearnerNode(port=0) as learner, \
+            rlink.ActorNode(learner.address, connect_timeout=T) as stays:
+        leaves = rlink.ActorNode(learner.address, connect_timeout=T)
+        learner.publish_parameters(_params(1))
+        held = leaves.wait_parameters(timeout=T)
+        _check_params(stays.wait_parameters(timeout=T), 1)
+        gone = leaves.actor_id
+        leaves.close()
+        assert wait_until(lambda: gone not in learner.actors)
+        # the learner never writes the slots it gave that actor again
+        for v in range(2, 10):
+            learner.publish_parameters(_params(v))
+            _check_params(stays.wait_parameters(newer_than=v - 1, timeout=T), v)
+            _check_params(held, 1)
+        assert stays.stats()["shared_memory"]
+        # a newcomer gets the newest, from the region too
+        with rlink.ActorNode(learner.address, connect_timeout=T) as late:
+            _check_params(late.wait_parameters(timeout=T), 9)
+            assert _stream_bytes_in(late) < PBIG // 10
+
+
+def test_late_tcp_actor_gets_parameters_published_only_to_local_ones():
+    with rlink.LearnerNode(port=0) as learner, \
+            rlink.ActorNode(learner.address, connect_timeout=T) as local:
+        learner.publish_parameters(_params(1))
+        _check_params(local.wait_parameters(timeout=T), 1)
+        with rlink.ActorNode(learner.address, local=False, connect_timeout=T) as tcp:
+            _check_params(tcp.wait_parameters(timeout=T), 1)
+            learner.publish_parameters(_params(2))
+            _check_params(tcp.wait_parameters(newer_than=1, timeout=T), 2)
+            _check_params(local.wait_parameters(newer_than=1, timeout=T), 2)
+
+
+@pytest.mark.parametrize("learner_kwargs, actor_kwargs", [
+    ({"shm_bytes": 0}, {}), ({}, {"shm_bytes": 0}), ({"shm_min_bytes": 4 * PBIG}, {})])
+def test_parameters_over_the_socket_when_shared_memory_is_off(learner_kwargs, actor_kwargs):
+    with rlink.LearnerNode(port=0, **learner_kwargs) as learner, \
+            rlink.ActorNode(learner.address, connect_timeout=T, **actor_kwargs) as actor:
+        learner.publish_parameters(_params(1))
+        _check_params(actor.wait_parameters(timeout=T), 1)
+        assert _stream_bytes_in(actor) > PBIG
+
+
+def _raw_local_actor_mapping(learner) -> socket.socket:
+    """Like _raw_local_actor, but saying (hello flag SHM) that it maps a
+    region the learner offers."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(T)
+    s.connect(f"\0rlink/127.0.0.1:{learner.port}")
+    s.sendall(HELLO.pack(b"RLNK", 1, 1, 0x04, int.from_bytes(os.urandom(8), "little") | 1, 0, 0, 0))
+    got = b""
+    while len(got) < HELLO.size:
+        chunk = s.recv(HELLO.size - len(got))
+        assert chunk, "the learner closed during the hello"
+        got += chunk
+    return s
+
+
+def _read_frame(s):
+    """(header fields, body bytes, descriptors) of the next frame."""
+    data, fds, _, _ = socket.recv_fds(s, HEADER.size, 4)
+    while len(data) < HEADER.size:
+        more = s.recv(HEADER.size - len(data))
+        assert more, "the learner closed"
+        data += more
+    h = HEADER.unpack(data)
+    body = b""
+    while len(body) < h[3]:   # meta_len: SHM frames carry no data on the stream
+        more = s.recv(h[3] - len(body))
+        assert more, "the learner closed"
+        body += more
+    return h, body, fds
+
+
+@pytest.mark.parametrize("what, release, reason", [
+    ("an offset it was not given", lambda off, rid: (off + 4096, rid), "was not given"),
+    ("the same slot twice", None, "was not given"),
+    ("a region id never offered", lambda off, rid: (off, rid + 1), "was not given"),
+    ("region id 0", lambda off, rid: (off, 0), "was not given"),
+])
+def test_bad_parameter_releases_are_refused(what, release, reason, peer_closed, wait_until):
+    with rlink.LearnerNode(port=0) as learner:
+        s = _raw_local_actor_mapping(learner)
+        learner.publish_parameters(_params(1))
+        (kind, _, _, _, _, seq, rid, size, _, _), _, fds = _read_frame(s)
+        assert (kind, seq) == (SHM_REGION, 1) and rid > 0 and len(fds) == 1, "no shared region offered"
+        os.close(fds[0])
+        (kind, flags, _, _, _, _, off, version, _, _), _, _ = _read_frame(s)
+        assert kind == 2 and flags & 0x04 and version == 1
+        if release is None:   # a correct release, then the same again
+            s.sendall(HEADER.pack(SHM_RELEASE, 0, 0, 0, 0, 0, rid, off, 0, 0) * 2)
+        else:
+            o, r = release(off, rid)
+            s.sendall(HEADER.pack(SHM_RELEASE, 0, 0, 0, 0, 0, r, o, 0, 0))
+        _closed_with(learner, s, reason, peer_closed, wait_until)
+        s.close()
+        # the learner keeps serving parameters to local actors, by the region
+        with rlink.ActorNode(learner.address, connect_timeout=T) as actor:
+            learner.publish_parameters(_params(2))
+            _check_params(actor.wait_parameters(newer_than=1, timeout=T), 2)
+            assert _stream_bytes_in(actor) < PBIG // 10, what

@@ -11,7 +11,7 @@
 static void test_shm_windows_refuses(void) {
     const char *why = NULL;
     CHECK(rl_shm_create(1 << 20) == NULL);
-    CHECK(rl_shm_map_fd(-1, 1 << 20, &why) == NULL);
+    CHECK(rl_shm_map_fd(-1, 1 << 20, 0, &why) == NULL);
     CHECK(why != NULL);
     printf("skip: test_shm: no shared-memory regions on Windows\n");
 }
@@ -422,7 +422,7 @@ static void test_shm_map_shared(void) {
     memset(s + b, 'B', p);
     const char *why = "unset";
     int fd = dup(rl_shm_fd(r));
-    rl_shm_map *m = rl_shm_map_fd(fd, rl_shm_size(r), &why);
+    rl_shm_map *m = rl_shm_map_fd(fd, rl_shm_size(r), 0, &why);
     if (!CHECK(m != NULL)) { printf("  map: %s\n", why); rl_shm_destroy(r); return; }
     CHECK(fd_closed(fd));                       /* the map does not keep the fd */
     CHECK_EQU(rl_shm_map_size(m), 4 * p);
@@ -456,6 +456,60 @@ static void test_shm_map_shared(void) {
     rl_shm_map_unref(NULL);
 }
 
+/* A region whose slots go to several receivers: each maps it copy-on-write,
+ * so that its writes stay its own, and discards its copies of a slot before
+ * releasing it, after which the owner's next content shows. */
+static void test_shm_map_copy_on_write(void) {
+    NEED_MEMFD();
+    size_t p = pg();
+    rl_shm_region *r = rl_shm_create(4 * p);
+    if (!CHECK(r != NULL)) return;
+    uint8_t *s = rl_shm_base(r);
+    uint64_t a;
+    CHECK_EQ(rl_shm_alloc(r, 2 * p, &a), 0);
+    memset(s + a, 'A', 2 * p);
+    const char *why = "unset";
+    rl_shm_map *m1 = rl_shm_map_fd(dup(rl_shm_fd(r)), rl_shm_size(r), 1, &why);
+    rl_shm_map *m2 = rl_shm_map_fd(dup(rl_shm_fd(r)), rl_shm_size(r), 1, &why);
+    if (!CHECK(m1 != NULL && m2 != NULL)) {
+        printf("  map: %s\n", why);
+        rl_shm_map_unref(m1);
+        rl_shm_map_unref(m2);
+        rl_shm_destroy(r);
+        return;
+    }
+    uint8_t *v1 = rl_shm_map_base(m1), *v2 = rl_shm_map_base(m2);
+    CHECK(v1[a] == 'A' && v2[a + 2 * p - 1] == 'A');
+    v1[a + 3] = 'x';                            /* receiver 1 writes into its view */
+    v1[a + p + 7] = 'y';
+    CHECK(v1[a + 3] == 'x' && v1[a + p + 7] == 'y');
+    CHECK(v2[a + 3] == 'A' && v2[a + p + 7] == 'A');   /* not seen by receiver 2 */
+    CHECK(s[a + 3] == 'A' && s[a + p + 7] == 'A');     /* nor by the owner */
+    /* both release; the owner reuses the slot */
+    rl_shm_map_discard(m1, a, p + 8);           /* rounded out to whole pages */
+    rl_shm_map_discard(m2, a, 2 * p);
+    rl_shm_map_discard(m1, 3 * p, 2 * p);       /* outside the map: ignored */
+    CHECK_EQ(rl_shm_release(r, a), 0);
+    uint64_t b;
+    CHECK_EQ(rl_shm_alloc(r, 2 * p, &b), 0);
+    CHECK_EQU(b, a);
+    memset(s + b, 'B', 2 * p);
+    CHECK(v1[b + 3] == 'B' && v1[b + p + 7] == 'B' && v1[b + 2 * p - 1] == 'B');
+    CHECK(v2[b + 3] == 'B');
+    /* a shared map ignores discard: what the receiver wrote stays */
+    rl_shm_map *m3 = rl_shm_map_fd(dup(rl_shm_fd(r)), rl_shm_size(r), 0, &why);
+    if (CHECK(m3 != NULL)) {
+        uint8_t *v3 = rl_shm_map_base(m3);
+        v3[b] = 'z';
+        rl_shm_map_discard(m3, b, p);
+        CHECK(v3[b] == 'z' && s[b] == 'z');
+        rl_shm_map_unref(m3);
+    }
+    rl_shm_map_unref(m1);
+    rl_shm_map_unref(m2);
+    rl_shm_destroy(r);
+}
+
 /* Make a memory file of size bytes with the given seals (-1: no sealing
  * allowed at all). */
 #ifdef __linux__
@@ -473,7 +527,7 @@ static int make_memfd(size_t size, int seals) {
 /* map_fd refuses fd (closing it) with a reason containing want. */
 static int rejects(int fd, uint64_t size, const char *want) {
     const char *why = NULL;
-    rl_shm_map *m = rl_shm_map_fd(fd, size, &why);
+    rl_shm_map *m = rl_shm_map_fd(fd, size, 0, &why);
     int ok = m == NULL && why != NULL && strstr(why, want) != NULL && fd_closed(fd);
     if (!ok) printf("  fd %d size %llu: want \"%s\", got \"%s\"\n", fd,
                     (unsigned long long)size, want, why ? why : "(none)");
@@ -484,8 +538,8 @@ static int rejects(int fd, uint64_t size, const char *want) {
 static void test_shm_map_rejects(void) {
     int pfd[2];
     const char *why = NULL;
-    CHECK(rl_shm_map_fd(-1, 4096, &why) == NULL && why != NULL);
-    CHECK(rl_shm_map_fd(-1, 4096, NULL) == NULL);   /* why may be NULL */
+    CHECK(rl_shm_map_fd(-1, 4096, 0, &why) == NULL && why != NULL);
+    CHECK(rl_shm_map_fd(-1, 4096, 0, NULL) == NULL);   /* why may be NULL */
 #ifdef __linux__
     size_t p = pg();
     CHECK(rejects(make_memfd(4 * p, 0), 4 * p, "not sealed against shrinking"));
@@ -500,7 +554,7 @@ static void test_shm_map_rejects(void) {
         CHECK(rejects(dup(rl_shm_fd(r)), 4 * p + p, "size"));
         CHECK(rejects(dup(rl_shm_fd(r)), 4 * p - p, "size"));
         CHECK(rejects(dup(rl_shm_fd(r)), 0, "size"));
-        rl_shm_map *m = rl_shm_map_fd(dup(rl_shm_fd(r)), 4 * p, &why);  /* control */
+        rl_shm_map *m = rl_shm_map_fd(dup(rl_shm_fd(r)), 4 * p, 0, &why);  /* control */
         CHECK(m != NULL);
         rl_shm_map_unref(m);
         rl_shm_destroy(r);
@@ -568,7 +622,7 @@ static void test_shm_pass_fd(void) {
         CHECK_EQ(rl_sock_read_fds(sv[1], buf, sizeof buf, fds, 1, &nfds), 1);
         if (CHECK_EQ(nfds, 1)) {
             const char *why = NULL;
-            rl_shm_map *m = rl_shm_map_fd(fds[0], rl_shm_size(r), &why);
+            rl_shm_map *m = rl_shm_map_fd(fds[0], rl_shm_size(r), 0, &why);
             if (CHECK(m != NULL)) {
                 CHECK(memcmp(rl_shm_map_base(m) + p, "region bytes", 12) == 0);
                 rl_shm_base(r)[p] = 'R';
@@ -691,6 +745,7 @@ static const rl_test shm_tests[] = {
     RL_TEST(test_shm_alloc_model),
     RL_TEST(test_shm_alloc_threads),
     RL_TEST(test_shm_map_shared),
+    RL_TEST(test_shm_map_copy_on_write),
     RL_TEST(test_shm_map_rejects),
     RL_TEST(test_shm_unsupported),
     RL_TEST(test_shm_pass_fd),
