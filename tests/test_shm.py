@@ -258,3 +258,44 @@ def test_a_region_then_a_frame_outside_it(peer_closed, wait_until):
             s.close()
         finally:
             os.close(fd)
+
+
+# ---- the suite's "shm" transport and slots of failed sends ------------------
+@pytest.mark.parametrize("transport", ["unix", "shm"])
+def test_the_shm_transport_sends_small_arrays_through_the_region(learner, actor, transport):
+    """conftest's "shm" actor (shm_min_bytes=1) hands even small arrays over
+    in its region, so the core tests run over it really exercise it: the
+    stream carries headers and metas only. Under "unix" (the default 64 KiB
+    threshold) the same messages cross the socket whole."""
+    n, nbytes = 50, 4096
+    before = actor.stats()["bytes_out"]
+    for i in range(n):
+        actor.send_trajectory({"i": i, "x": np.full(nbytes // 4, i, dtype=np.float32)}, timeout=T)
+    for i in range(n):
+        data = learner.receive(timeout=T)
+        assert data["i"] == i and data["x"].shape == (nbytes // 4,) and (data["x"] == i).all()
+    stream = actor.stats()["bytes_out"] - before
+    assert _shm(learner, actor)         # the actor offers its region either way
+    if transport == "shm":
+        assert stream < n * nbytes // 10, f"{stream} bytes on the stream for {n * nbytes} of arrays"
+    else:
+        assert stream > n * nbytes
+
+
+@pytest.mark.parametrize("transport", ["shm"])
+def test_a_reliable_actor_of_the_shm_transport_falls_back_to_the_socket(learner, make_actor, transport):
+    """A reliable session never has a region (its retained frames are resent
+    on the stream): make_actor's check accepts such an actor without one,
+    and its arrays come whole over the socket, intact."""
+    actor = make_actor(reliable=True)
+    st = actor.stats()
+    assert st["reliable"] and st["transport"] == "unix" and not st["shared_memory"]
+    n, nbytes = 20, 4096
+    before = st["bytes_out"]
+    for i in range(n):
+        actor.send_trajectory({"i": i, "x": np.full(nbytes // 4, i, dtype=np.float32)}, timeout=T)
+    for i in range(n):
+        data = learner.receive(timeout=T)
+        assert data["i"] == i and (data["x"] == i).all()
+    assert actor.stats()["bytes_out"] - before > n * nbytes
+    assert not _shm(learner, actor)
