@@ -911,6 +911,11 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
 out:
     if (rc == RL_OK) CONN_COUNT(c, msgs_out, frame_bytes_out, total);
     rl_mutex_unlock(&c->send_mu);
+    /* Not sent whole (timed out, closed): the learner never sees the slot,
+     * so it is ours again. Kept, it would stop reuse of the region for good
+     * (slots are reused in ring order), and the binding's 100 ms retries
+     * would each take another. */
+    if (rc != RL_OK && (h.flags & RL_FLAG_SHM)) rl_shm_release(c->shm_out, h.ack);
     conn_unref(c);
     return rc;
 }

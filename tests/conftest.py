@@ -45,9 +45,11 @@ def learner():
 
 # Tests that take an actor from these fixtures run once per transport, as
 # uvloop runs its suite against two loops: "tcp" (the same-host fast path
-# turned off) and "unix" (an actor on the learner's host, which moves to
-# AF_UNIX by itself).
-TRANSPORTS = ["tcp", "unix"] if sys.platform.startswith("linux") else ["tcp"]
+# turned off), "unix" (an actor on the learner's host, which moves to
+# AF_UNIX by itself) and "shm" (AF_UNIX with the shared-memory threshold at
+# one byte: every trajectory with any array data goes through the actor's
+# region, PROTOCOL.md 2.2, not only those of 64 KiB and more).
+TRANSPORTS = ["tcp", "unix", "shm"] if sys.platform.startswith("linux") else ["tcp"]
 
 
 @pytest.fixture(params=TRANSPORTS)
@@ -55,29 +57,50 @@ def transport(request):
     return request.param
 
 
+def _actor_kwargs(transport):
+    """The ActorNode keyword arguments that select ``transport``."""
+    kwargs = {"local": transport != "tcp"}
+    if transport == "shm":
+        kwargs["shm_min_bytes"] = 1
+    return kwargs
+
+
 def _check_transport(node, transport):
-    got = node.stats()["transport"]
-    assert got == transport, f"the actor connected over {got}, not {transport}"
+    st = node.stats()
+    want = "tcp" if transport == "tcp" else "unix"
+    assert st["transport"] == want, f"the actor connected over {st['transport']}, not {want}"
+    if transport == "shm":
+        # A reliable session never has a region (its retained frames are
+        # resent on the stream, so every trajectory goes there): under "shm"
+        # a reliable actor must have fallen back to the socket, and an
+        # unreliable one must hold the region every trajectory will use.
+        assert st["shared_memory"] == (not st["reliable"]), \
+            f"shared_memory={st['shared_memory']} on a {'reliable' if st['reliable'] else 'unreliable'} actor"
 
 
 @pytest.fixture
 def actor(learner, transport):
-    with rlink.ActorNode(learner.address, connect_timeout=T, local=transport == "unix") as node:
+    with rlink.ActorNode(learner.address, connect_timeout=T, **_actor_kwargs(transport)) as node:
         _check_transport(node, transport)
         yield node
 
 
 @pytest.fixture
 def make_actor(learner, transport):
-    """Factory for extra actors connected to ``learner``; all closed on teardown."""
+    """Factory for extra actors connected to ``learner``; all closed on
+    teardown. The transport is checked unless the caller chose another
+    ``local`` or ``shm_min_bytes`` than the fixture's, or a ``shm_bytes``."""
     made = []
 
     def make(**kwargs):
         kwargs.setdefault("connect_timeout", T)
-        kwargs.setdefault("local", transport == "unix")
+        defaults = _actor_kwargs(transport)
+        own = "shm_bytes" in kwargs or any(kwargs.get(k, v) != v for k, v in defaults.items())
+        for key, value in defaults.items():
+            kwargs.setdefault(key, value)
         node = rlink.ActorNode(learner.address, **kwargs)
         made.append(node)
-        if kwargs["local"] == (transport == "unix"):
+        if not own:
             _check_transport(node, transport)
         return node
 

@@ -4,6 +4,7 @@ views of it, slots come back when the arrays die, a full region falls back
 to the socket, and nothing is left behind by a killed process."""
 from __future__ import annotations
 
+import mmap
 import os
 import signal
 import subprocess
@@ -427,3 +428,90 @@ def test_bad_parameter_releases_are_refused(what, release, reason, peer_closed, 
             learner.publish_parameters(_params(2))
             _check_params(actor.wait_parameters(newer_than=1, timeout=T), 2)
             assert _stream_bytes_in(actor) < PBIG // 10, what
+
+# ---- the suite's "shm" transport and slots of failed sends ------------------
+@pytest.mark.parametrize("transport", ["unix", "shm"])
+def test_the_shm_transport_sends_small_arrays_through_the_region(learner, actor, transport):
+    """conftest's "shm" actor (shm_min_bytes=1) hands even small arrays over
+    in its region, so the core tests run over it really exercise it: the
+    stream carries headers and metas only. Under "unix" (the default 64 KiB
+    threshold) the same messages cross the socket whole."""
+    n, nbytes = 50, 4096
+    before = actor.stats()["bytes_out"]
+    for i in range(n):
+        actor.send_trajectory({"i": i, "x": np.full(nbytes // 4, i, dtype=np.float32)}, timeout=T)
+    for i in range(n):
+        data = learner.receive(timeout=T)
+        assert data["i"] == i and data["x"].shape == (nbytes // 4,) and (data["x"] == i).all()
+    stream = actor.stats()["bytes_out"] - before
+    assert _shm(learner, actor)         # the actor offers its region either way
+    if transport == "shm":
+        assert stream < n * nbytes // 10, f"{stream} bytes on the stream for {n * nbytes} of arrays"
+    else:
+        assert stream > n * nbytes
+
+
+@pytest.mark.parametrize("transport", ["shm"])
+def test_a_reliable_actor_of_the_shm_transport_falls_back_to_the_socket(learner, make_actor, transport):
+    """A reliable session never has a region (its retained frames are resent
+    on the stream): make_actor's check accepts such an actor without one,
+    and its arrays come whole over the socket, intact."""
+    actor = make_actor(reliable=True)
+    st = actor.stats()
+    assert st["reliable"] and st["transport"] == "unix" and not st["shared_memory"]
+    n, nbytes = 20, 4096
+    before = st["bytes_out"]
+    for i in range(n):
+        actor.send_trajectory({"i": i, "x": np.full(nbytes // 4, i, dtype=np.float32)}, timeout=T)
+    for i in range(n):
+        data = learner.receive(timeout=T)
+        assert data["i"] == i and (data["x"] == i).all()
+    assert actor.stats()["bytes_out"] - before > n * nbytes
+    assert not _shm(learner, actor)
+
+
+def test_a_send_that_times_out_gives_its_slot_back():
+    """A trajectory that could not be sent (its send timed out under
+    back-pressure) must free the slot it had taken: slots are reused in ring
+    order, so one slot never given back stops all reuse, and after one lap
+    of the region every message went over the socket. (Blocking sends were
+    hit too: the binding retries rl_node_send in 100 ms slices, each of
+    which took a slot.)"""
+    page = mmap.PAGESIZE
+    nbytes, slots = page, 4            # one page per message, a region of 4
+    with rlink.LearnerNode(port=0, max_queue_messages=1) as learner, \
+            rlink.ActorNode(learner.address, connect_timeout=T, shm_bytes=slots * page, shm_min_bytes=1,
+                            send_queue_bytes=1 << 16) as actor:
+        assert actor.stats()["shared_memory"]
+        # The learner stops reading once one message waits in its queue:
+        # fill the socket and the actor's send queue with array-less
+        # messages (they never use the region) until a send is refused, the
+        # last ones empty: then no frame fits.
+        filler = 0
+        for pad in (bytes(1 << 14), b""):
+            while True:
+                try:
+                    actor.send_trajectory({"fill": filler, "b": pad}, timeout=0)
+                except rlink.TimeoutError:
+                    break
+                filler += 1
+        # These would take a slot each, then time out unsent.
+        for _ in range(3):
+            with pytest.raises(rlink.TimeoutError):
+                actor.send_trajectory({"x": np.zeros(nbytes // 4, dtype=np.float32)}, timeout=0)
+        for k in range(filler):
+            assert learner.receive(timeout=T)["fill"] == k
+        for i in range(4 * slots):
+            before = actor.stats()["bytes_out"]
+            actor.send_trajectory({"i": i, "x": np.full(nbytes // 4, i, dtype=np.float32)}, timeout=T)
+            sent = actor.stats()["bytes_out"] - before
+            msg = learner.receive_message(timeout=T)
+            assert msg.data["i"] == i and (msg.data["x"] == i).all()
+            assert sent < nbytes, f"message {i} crossed the socket ({sent} bytes): no free slot"
+            del msg
+            # The release the learner sends as the message dies precedes this
+            # push on the stream: once it arrives, the actor has the slot back.
+            learner.send(actor.actor_id, {"sync": i}, timeout=T)
+            assert actor.receive(timeout=T) == {"sync": i}
+        with pytest.raises(rlink.TimeoutError):
+            learner.receive(timeout=0)      # the timed-out sends never arrived
