@@ -306,13 +306,17 @@ uint8_t *rl_shm_map_base(const rl_shm_map *m) { return m->base; }
 uint64_t rl_shm_map_size(const rl_shm_map *m) { return m->size; }
 
 void rl_shm_map_discard(rl_shm_map *m, uint64_t off, uint64_t len) {
-    if (!m->copy_on_write || !rl_shm_map_holds(m, off, len) || len == 0) return;
+#ifndef __linux__
+    (void)m; (void)off; (void)len;   /* no map can exist: rl_shm_map_fd fails */
+#else
+    if (!m || !m->copy_on_write || !rl_shm_map_holds(m, off, len) || len == 0) return;
     size_t pg = page_size();
     uint64_t end = (off + len + pg - 1) / pg * pg;   /* holds: off + len <= size */
     if (end > m->size) end = m->size;                 /* size is whole pages */
     /* Drops our private copies of written pages; the next read maps the
      * file's pages again, which hold whatever the owner wrote since. */
     (void)madvise(m->base + off, (size_t)(end - off), MADV_DONTNEED);
+#endif
 }
 
 int rl_shm_map_holds(const rl_shm_map *m, uint64_t off, uint64_t len) {
