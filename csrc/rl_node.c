@@ -2178,19 +2178,25 @@ uint64_t rl_node_id(const rl_node *n) { return n->id; }
 
 int rl_node_listen(rl_node *n, const char *host, int port, int *bound_port) {
     if (n->cfg.role != RL_ROLE_LEARNER || n->nlfds > 0 || n->started) return RL_EINVAL;
-    int fd = rl_sock_listen(host, port, bound_port);
+    int fd = rl_sock_bind(host, port, bound_port);
     if (fd < 0) return fd;
-    n->lfds[n->nlfds++] = fd;
+    int lfd = -1;
     if (n->cfg.local) {
         /* Same-host actors find this endpoint by the TCP address they were
          * given. Taken already (another learner on this address in a
-         * different way)? Then same-host actors simply use TCP. */
+         * different way)? Then same-host actors simply use TCP. It listens
+         * before TCP does: an actor that reaches the TCP port (retrying
+         * while a learner restarts) finds it too, rather than falling back. */
         char name[RL_LOCAL_NAME_MAX];
-        if (rl_sock_local_name(fd, name) == 0) {
-            int lfd = rl_sock_listen_local(name, 1);
-            if (lfd >= 0) n->lfds[n->nlfds++] = lfd;
-        }
+        if (rl_sock_local_name(fd, name) == 0) lfd = rl_sock_listen_local(name, 1);
     }
+    if (rl_sock_start_listening(fd) != 0) {
+        if (lfd >= 0) rl_closesocket(lfd);
+        rl_closesocket(fd);
+        return RL_ESYS;
+    }
+    n->lfds[n->nlfds++] = fd;
+    if (lfd >= 0) n->lfds[n->nlfds++] = lfd;
     return RL_OK;
 }
 

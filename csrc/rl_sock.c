@@ -130,7 +130,7 @@ static int resolve(const char *host, int port, int passive, struct addrinfo **re
     return rc == 0 ? 0 : RL_EINVAL;
 }
 
-int rl_sock_listen(const char *host, int port, int *bound_port) {
+int rl_sock_bind(const char *host, int port, int *bound_port) {
     struct addrinfo *res, *ai;
     int rc = resolve(host, port, 1, &res);
     if (rc) return rc;
@@ -150,7 +150,7 @@ int rl_sock_listen(const char *host, int port, int *bound_port) {
              * does neither (CPython's socket.create_server also sets
              * nothing there). */
             if (ai->ai_family == AF_INET6) set_opt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0);
-            if (bind(S(fd), ai->ai_addr, (socklen_t)ai->ai_addrlen) == 0 && listen(S(fd), 1024) == 0) break;
+            if (bind(S(fd), ai->ai_addr, (socklen_t)ai->ai_addrlen) == 0) break;
             err = rl_sock_errno() == EADDRINUSE ? RL_EADDRINUSE : RL_ESYS;
             rl_closesocket(fd);
             fd = -1;
@@ -166,6 +166,19 @@ int rl_sock_listen(const char *host, int port, int *bound_port) {
     if (getsockname(S(fd), (struct sockaddr *)&ss, &sl) == 0) {
         if (ss.ss_family == AF_INET) *bound_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
         else *bound_port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    return fd;
+}
+
+int rl_sock_start_listening(int fd) {
+    return listen(S(fd), 1024) == 0 ? 0 : RL_ESYS;
+}
+
+int rl_sock_listen(const char *host, int port, int *bound_port) {
+    int fd = rl_sock_bind(host, port, bound_port);
+    if (fd >= 0 && rl_sock_start_listening(fd) != 0) {
+        rl_closesocket(fd);
+        return RL_ESYS;
     }
     return fd;
 }

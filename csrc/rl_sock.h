@@ -27,9 +27,14 @@ extern "C" {
 /* Socket buffer size requested for data connections (multi-MB messages). */
 #define RL_SOCK_BUF (4 << 20)
 
-/* Bind and listen on host:port (host NULL/"" = all interfaces, IPv6 dual
- * stack where available). The fd is non-blocking and close-on-exec.
+/* Bind to host:port (host NULL/"" = all interfaces, IPv6 dual stack where
+ * available), not listening yet: connections are refused until
+ * rl_sock_start_listening(fd). The fd is non-blocking and close-on-exec.
  * Returns the fd or RL_EADDRINUSE / RL_ESYS / RL_EINVAL (bad host). */
+int rl_sock_bind(const char *host, int port, int *bound_port);
+/* Start accepting connections on a bound fd: 0 or RL_ESYS. */
+int rl_sock_start_listening(int fd);
+/* Both: bind and listen. Returns the fd or an error as rl_sock_bind. */
 int rl_sock_listen(const char *host, int port, int *bound_port);
 
 /* Connect to host:port, trying every resolved address, each bounded by the
