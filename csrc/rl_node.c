@@ -665,6 +665,20 @@ static int shm_put(rl_shm_region *r, rl_header *h, const rl_iov *iov, int iovcnt
     return k;
 }
 
+/* A frame body into b after the header room, in one pass over the source
+ * that also computes its CRC32C (returned); b->len becomes the frame's
+ * length. The caller fills in and encodes the header. */
+static uint32_t body_copy(rl_buf *b, const rl_iov *iov, int iovcnt) {
+    size_t off = RL_HEADER_SIZE;
+    uint32_t crc = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        crc = rl_crc32c_copy(crc, b->data + off, iov[i].base, iov[i].len);
+        off += iov[i].len;
+    }
+    b->len = off;
+    return crc;
+}
+
 /* Actor, reliable session: a trajectory gets the next sequence number and a
  * retained copy, then goes to the connection if there is one. While
  * disconnected it waits in the retained window for the next connection. */
@@ -701,13 +715,7 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
         b = rl_buf_new(cap);
         if (!b) return RL_ENOMEM;
     }
-    size_t off = RL_HEADER_SIZE;
-    uint32_t bcrc = 0;
-    for (int i = 0; i < iovcnt; i++) {   /* one pass over the caller's memory */
-        bcrc = rl_crc32c_copy(bcrc, b->data + off, iov[i].base, iov[i].len);
-        off += iov[i].len;
-    }
-    b->len = off;
+    uint32_t bcrc = body_copy(b, iov, iovcnt);
     h.flags |= RL_FLAG_CHECKSUM;
     h.crc = 0;
 
@@ -929,13 +937,7 @@ static rl_buf *params_frame(rl_header h, const rl_iov *iov, int iovcnt) {
     for (int i = 0; i < iovcnt; i++) total += iov[i].len;
     rl_buf *b = rl_buf_new((size_t)total);
     if (!b) return NULL;
-    size_t off = RL_HEADER_SIZE;
-    uint32_t crc = 0;
-    for (int i = 0; i < iovcnt; i++) {
-        crc = rl_crc32c_copy(crc, b->data + off, iov[i].base, iov[i].len);
-        off += iov[i].len;
-    }
-    b->len = off;
+    uint32_t crc = body_copy(b, iov, iovcnt);
     h.flags = (uint8_t)((h.flags & ~RL_FLAG_SHM) | RL_FLAG_CHECKSUM);
     h.seq = h.ack = 0;
     h.crc = crc;
@@ -1148,16 +1150,9 @@ int rl_node_publish(rl_node *n, const rl_header *hin, const rl_iov *iov, int iov
                             (int)(sizeof wire / sizeof wire[0]));
         small = k < 0 ? NULL : rl_buf_new(RL_HEADER_SIZE + (size_t)h.meta_len);
         if (small) {
-            size_t off = RL_HEADER_SIZE;
-            uint32_t crc = 0;
-            for (int j = 0; j < k; j++) {
-                crc = rl_crc32c_copy(crc, small->data + off, wire[j].base, wire[j].len);
-                off += wire[j].len;
-            }
-            small->len = off;
+            sh.crc = body_copy(small, wire, k);
             sh.flags = RL_FLAG_SHM | RL_FLAG_CHECKSUM;
             sh.ack = n->pslot[slot].off;
-            sh.crc = crc;
             rl_header_encode(&sh, small->data);
         } else {
             whole = 1;

@@ -171,13 +171,14 @@ HEADER = struct.Struct("<BBHIQQQQII")
 SHM_REGION, SHM_RELEASE = 9, 10
 
 
-def _raw_local_actor(learner) -> socket.socket:
+def _raw_local_actor(learner, maps_regions=False) -> socket.socket:
     """An AF_UNIX connection to the learner's abstract endpoint, past the
-    hello exchange, asking for nothing."""
+    hello exchange, asking for nothing (or, maps_regions, saying with hello
+    flag SHM that it maps a region the learner offers)."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(T)
     s.connect(f"\0rlink/127.0.0.1:{learner.port}")
-    s.sendall(HELLO.pack(b"RLNK", 1, 1, 0, int.from_bytes(os.urandom(8), "little") | 1, 0, 0, 0))
+    s.sendall(HELLO.pack(b"RLNK", 1, 1, 0x04 if maps_regions else 0, int.from_bytes(os.urandom(8), "little") | 1, 0, 0, 0))
     got = b""
     while len(got) < HELLO.size:
         chunk = s.recv(HELLO.size - len(got))
@@ -370,21 +371,6 @@ def test_parameters_over_the_socket_when_shared_memory_is_off(learner_kwargs, ac
         assert _stream_bytes_in(actor) > PBIG
 
 
-def _raw_local_actor_mapping(learner) -> socket.socket:
-    """Like _raw_local_actor, but saying (hello flag SHM) that it maps a
-    region the learner offers."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(T)
-    s.connect(f"\0rlink/127.0.0.1:{learner.port}")
-    s.sendall(HELLO.pack(b"RLNK", 1, 1, 0x04, int.from_bytes(os.urandom(8), "little") | 1, 0, 0, 0))
-    got = b""
-    while len(got) < HELLO.size:
-        chunk = s.recv(HELLO.size - len(got))
-        assert chunk, "the learner closed during the hello"
-        got += chunk
-    return s
-
-
 def _read_frame(s):
     """(header fields, body bytes, descriptors) of the next frame."""
     data, fds, _, _ = socket.recv_fds(s, HEADER.size, 4)
@@ -409,7 +395,7 @@ def _read_frame(s):
 ])
 def test_bad_parameter_releases_are_refused(what, release, reason, peer_closed, wait_until):
     with rlink.LearnerNode(port=0) as learner:
-        s = _raw_local_actor_mapping(learner)
+        s = _raw_local_actor(learner, maps_regions=True)
         learner.publish_parameters(_params(1))
         (kind, _, _, _, _, seq, rid, size, _, _), _, fds = _read_frame(s)
         assert (kind, seq) == (SHM_REGION, 1) and rid > 0 and len(fds) == 1, "no shared region offered"
