@@ -144,8 +144,13 @@ typedef struct rl_session {
 
 typedef struct retained_frame {
     uint64_t seq;
-    rl_buf *buf;               /* the whole frame, header included */
+    rl_buf *buf;               /* the frame, header included: whole, or (shm set)
+                                  header and meta of a shared-memory frame */
     int queued;                /* was put on a connection (may have been delivered) */
+    int released;              /* shm: the learner gave the slot back before the ack */
+    rl_conn *shm;              /* a reference to the link whose region holds the
+                                  data, or NULL */
+    uint64_t shm_off;          /* shm: the slot (also in the header's `ack`) */
 } retained_frame;
 
 typedef struct msgq {
@@ -220,6 +225,7 @@ struct rl_node {
     uint64_t acked;
     retained_frame *ret;
     size_t ret_cap, ret_head, ret_n;
+    size_t ret_shm;            /* of them, frames whose data is in a slot */
     uint64_t ret_bytes;
     int ret_waiters;           /* threads waiting for the window to shrink */
     uint64_t wake_seq;         /* atomic: bumped with every broadcast of cv */
@@ -679,12 +685,91 @@ static uint32_t body_copy(rl_buf *b, const rl_iov *iov, int iovcnt) {
     return crc;
 }
 
+/* Actor: a reliable trajectory that took a slot of sc's region is not
+ * retained after all (timed out, closed, out of memory): the slot is free. */
+static void shm_unput(rl_conn *sc, const rl_header *h) {
+    if (!sc) return;
+    rl_shm_release(sc->shm_out, h->ack);
+    conn_unref(sc);
+}
+
+/* Actor, mu held: a retained shared-memory frame made whole (the data
+ * copied back from its slot, the checksum now over all of the body), for a
+ * link other than the one whose region holds it: a new connection, maybe
+ * to a restarted learner. Returns 0 or an RL_E* (nothing changed). */
+static int retained_whole(rl_node *n, retained_frame *rf) {
+    static const uint8_t zeros[RL_ALIGN];
+    rl_header h;
+    if (!rf->shm) return 0;
+    if (rl_header_decode(rf->buf->data, UINT64_MAX, &h) != RL_OK) return RL_EPROTO;  /* ours */
+    size_t pad = rl_frame_pad(&h);
+    rl_iov iov[3] = {{rf->buf->data + RL_HEADER_SIZE, (size_t)h.meta_len},
+                     {zeros, pad},
+                     {rl_shm_base(rf->shm->shm_out) + rf->shm_off, (size_t)h.data_len}};
+    rl_buf *b = rl_buf_new(RL_HEADER_SIZE + (size_t)h.meta_len + pad + (size_t)h.data_len);
+    if (!b) return RL_ENOMEM;
+    h.crc = body_copy(b, iov, 3);
+    h.flags &= (uint8_t)~RL_FLAG_SHM;
+    h.ack = 0;
+    rl_header_encode(&h, b->data);
+    n->ret_bytes += b->len - rf->buf->len;
+    rl_buf_unref(rf->buf);   /* a ring may still hold it */
+    rf->buf = b;
+    /* the old link's region is never allocated from again; freed with it */
+    conn_unref(rf->shm);
+    rf->shm = NULL;
+    rf->released = 0;
+    n->ret_shm--;
+    return 0;
+}
+
+/* Actor: the learner gives back slot off of c's region. A reliable frame
+ * still retained there keeps it until acknowledged: returns 1 (deferred),
+ * 0 (no such frame: free it now) or -1 (given back twice). */
+static int shm_release_retained(rl_node *n, rl_conn *c, uint64_t off) {
+    int rc = 0;
+    rl_mutex_lock(&n->mu);
+    /* usually the ack came first, and none is left */
+    for (size_t i = 0; i < n->ret_n && n->ret_shm && !rc; i++) {
+        retained_frame *r = &n->ret[(n->ret_head + i) % n->ret_cap];
+        if (r->shm == c && r->shm_off == off) {
+            rc = r->released ? -1 : 1;
+            r->released = 1;
+        }
+    }
+    rl_mutex_unlock(&n->mu);
+    return rc;
+}
+
 /* Actor, reliable session: a trajectory gets the next sequence number and a
  * retained copy, then goes to the connection if there is one. While
  * disconnected it waits in the retained window for the next connection. */
 static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
                          uint64_t total, long long deadline) {
     int rc = RL_OK;
+    /* Same host: the data goes into the link's region, where the slot is
+     * the retained copy (kept until acknowledged, even if the learner gives
+     * it back sooner); the window and the stream take header and meta. */
+    rl_conn *sc = NULL;
+    rl_iov wire[8];
+    if (h.data_len >= n->cfg.shm_min_bytes) {
+        rl_mutex_lock(&n->mu);
+        sc = table_find(n, 0, 1);
+        if (sc && sc->shm_out) conn_ref(sc);
+        else sc = NULL;
+        rl_mutex_unlock(&n->mu);
+    }
+    if (sc) {
+        int k = shm_put(sc->shm_out, &h, iov, iovcnt, wire, (int)(sizeof wire / sizeof wire[0]));
+        if (k > 0) {
+            iov = wire;
+            iovcnt = k;
+            total = RL_HEADER_SIZE + (uint64_t)h.meta_len;
+        } else {
+            conn_unref(sc);
+            sc = NULL;
+        }
+    }
     /* Back-pressure on the un-acked window (not under rel_mu: the reconnect
      * that would free it needs rel_mu). */
     rl_buf *b = NULL;
@@ -702,7 +787,7 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
         n->ret_pool_bytes -= b->cap;
     }
     rl_mutex_unlock(&n->mu);
-    if (rc) return rc;
+    if (rc) { shm_unput(sc, &h); return rc; }
 
     /* Copy and checksum the body outside every lock. */
     if (!b) {
@@ -713,7 +798,7 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
             while (cap < total) cap *= 2;
         }
         b = rl_buf_new(cap);
-        if (!b) return RL_ENOMEM;
+        if (!b) { shm_unput(sc, &h); return RL_ENOMEM; }
     }
     uint32_t bcrc = body_copy(b, iov, iovcnt);
     h.flags |= RL_FLAG_CHECKSUM;
@@ -732,6 +817,7 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
             rl_mutex_unlock(&n->mu);
             rl_mutex_unlock(&n->rel_mu);
             rl_buf_unref(b);
+            shm_unput(sc, &h);
             return RL_ENOMEM;
         }
         for (size_t i = 0; i < n->ret_n; i++) v[i] = n->ret[(n->ret_head + i) % n->ret_cap];
@@ -741,11 +827,20 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
         n->ret_head = 0;
     }
     retained_frame *rf = &n->ret[(n->ret_head + n->ret_n) % n->ret_cap];
-    *rf = (retained_frame){h.seq, b, 0};
+    *rf = (retained_frame){h.seq, b, 0, 0, sc, h.ack};   /* takes sc's reference */
     n->ret_n++;
+    if (sc) n->ret_shm++;
     n->ret_bytes += b->len;
     rl_conn *c = table_find(n, 0, 1);
-    if (c) { conn_ref(c); rf->queued = 1; }
+    /* reconnected since the slot was taken: this link goes without it (on
+     * failure it gets nothing; the gap makes the learner reconnect) */
+    if (c && rf->shm != c && retained_whole(n, rf) != 0) c = NULL;
+    if (c) {
+        conn_ref(c);
+        rf->queued = 1;
+        b = rf->buf;
+        total = b->len;
+    }
     rl_mutex_unlock(&n->mu);
     STAT_ADD(n, st_sent, 1);
 
@@ -1254,8 +1349,11 @@ static int shm_accept_region(rl_conn *c, const rl_header *h, const char **why) {
         *why = bad;
         return RL_EPROTO;
     }
+    /* Private (copy-on-write) when several receivers share the slots, and
+     * in a reliable session, where a slot is the sender's retained copy:
+     * what our application writes must not change what may be resent. */
     const char *problem = NULL;
-    rl_shm_map *map = rl_shm_map_fd(fd, h->ref, shared, &problem);   /* closes fd */
+    rl_shm_map *map = rl_shm_map_fd(fd, h->ref, shared || c->reliable, &problem);   /* closes fd */
     if (!map) { *why = problem ? problem : "could not map the peer's shared memory"; return RL_EPROTO; }
     rl_shm_map_unref(c->shm_map);
     c->shm_map = map;
@@ -1299,6 +1397,11 @@ static void take_ack(rl_node *n, uint64_t ack) {
             retained_frame *r = &n->ret[n->ret_head];
             rl_buf *b = r->buf;
             n->ret_bytes -= b->len;
+            if (r->shm) {
+                if (r->released) rl_shm_release(r->shm->shm_out, r->shm_off);
+                conn_unref(r->shm);
+                n->ret_shm--;
+            }
             /* the only reference (no ring holds it) to a small buffer: keep it */
             if (b->cap <= RET_POOL_BUF && n->ret_pool_n < RET_POOL_MAX &&
                 n->ret_pool_bytes + b->cap <= RET_POOL_BYTES &&
@@ -1353,7 +1456,9 @@ static int control_frame(rl_node *n, rl_conn *c, const rl_header *h, const char 
     if (h->kind == RL_KIND_SHM_REGION) return shm_accept_region(c, h, why);
     if (h->kind == RL_KIND_SHM_RELEASE) {
         if (n->cfg.role == RL_ROLE_LEARNER) return pshm_release(n, c, h, why);
-        if (h->ack != 0 || !c->shm_out || rl_shm_release(c->shm_out, h->ref) != 0) {
+        int held = -1;   /* 1: kept as a retained copy, 0: free it now */
+        if (h->ack == 0 && c->shm_out) held = c->reliable ? shm_release_retained(n, c, h->ref) : 0;
+        if (held < 0 || (held == 0 && rl_shm_release(c->shm_out, h->ref) != 0)) {
             *why = "shared-memory release of a slot this peer was not given";
             return RL_EPROTO;
         }
@@ -2347,7 +2452,7 @@ int rl_node_connect_ipc(rl_node *n, const char *path, int timeout_ms, rl_hello *
 /* Actor: the handshake on fd succeeded: make it the node's connection (and
  * in reliable mode queue the resend). Takes ownership of fd. */
 static int attach_conn(rl_node *n, int fd, int local, const rl_hello *peer) {
-    int rc;
+    int rc = 0;
     rl_conn *c = conn_new(fd, CONN_OPEN);
     if (!c) { rl_closesocket(fd); return RL_ENOMEM; }
     c->local = local;
@@ -2356,9 +2461,8 @@ static int attach_conn(rl_node *n, int fd, int local, const rl_hello *peer) {
     c->last_rx_ms = c->last_tx_ms = rl_now_ms();
     c->shm_accepts = local && actor_maps_shm(n);   /* as our hello said */
     /* Large trajectories through shared memory: same host, a learner that
-     * maps regions, unreliable (a reliable session resends from its
-     * retained copies, which the stream carries). First frame on the link. */
-    if (local && !c->reliable && (peer->flags & RL_HELLO_SHM) && n->cfg.shm_bytes > 0 && SHM_AVAILABLE)
+     * maps regions. First frame on the link. */
+    if (local && (peer->flags & RL_HELLO_SHM) && n->cfg.shm_bytes > 0 && SHM_AVAILABLE)
         shm_offer_region(n, c, rl_now_ms() + 1000);
 
     rl_mutex_lock(&n->rel_mu);   /* no reliable send interleaves with the resend */
@@ -2388,6 +2492,10 @@ static int attach_conn(rl_node *n, int fd, int local, const rl_hello *peer) {
         for (size_t i = 0; i < n->ret_n; i++) {
             retained_frame *r = &n->ret[(n->ret_head + i) % n->ret_cap];
             if (r->seq <= peer->resume_seq) continue;
+            /* in an old link's region: this link (its learner maybe new)
+             * gets the whole frame */
+            rc = retained_whole(n, r);
+            if (rc) break;
             if (restarted && r->queued && !(r->buf->data[1] & RL_FLAG_REDELIVERED)) {
                 r->buf->data[1] |= RL_FLAG_REDELIVERED;
                 reseal_header(r->buf->data);
@@ -2398,7 +2506,7 @@ static int attach_conn(rl_node *n, int fd, int local, const rl_hello *peer) {
         }
         if (c->ring.bytes) c->want_out = 1;
     }
-    rc = table_add(n, c);
+    if (!rc) rc = table_add(n, c);
     if (!rc) {
         n->conn_lost = 0;
         n->failed = 0;
@@ -2716,7 +2824,11 @@ void rl_node_destroy(rl_node *n) {
     rl_buf_unref(n->params);
     rl_buf_unref(n->pshm_frame);
     rl_shm_destroy(n->pshm);
-    for (size_t i = 0; i < n->ret_n; i++) rl_buf_unref(n->ret[(n->ret_head + i) % n->ret_cap].buf);
+    for (size_t i = 0; i < n->ret_n; i++) {
+        retained_frame *r = &n->ret[(n->ret_head + i) % n->ret_cap];
+        rl_buf_unref(r->buf);
+        if (r->shm) conn_unref(r->shm);
+    }
     for (int i = 0; i < n->ret_pool_n; i++) rl_buf_unref(n->ret_pool[i]);
     free(n->ret);
     for (int i = 0; i < n->nsessions; i++) free(n->sessions[i]);

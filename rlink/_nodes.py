@@ -456,10 +456,10 @@ class ActorNode(_Node):
     calls raise :class:`rlink.ConnectionLostError`; :meth:`reconnect` resumes.
 
     On the learner's machine the actor connects over a Unix socket
-    (``local=False``: always TCP), and, unless the session is reliable,
-    hands trajectories whose arrays total ``shm_min_bytes`` (default 64 KiB)
-    or more to the learner through a shared-memory region of ``shm_bytes`` (default 64 MiB,
-    memory used as it is filled; 0: never): one copy, no socket transfer.
+    (``local=False``: always TCP), and hands trajectories whose arrays
+    total ``shm_min_bytes`` (default 64 KiB) or more to the learner through
+    a shared-memory region of ``shm_bytes`` (default 64 MiB, memory used as
+    it is filled; 0: never): one copy, no socket transfer.
     When the region is full (the learner holds on to earlier ones), messages
     go over the socket.
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import mmap
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -61,9 +62,9 @@ def test_large_trajectories_use_the_region_small_ones_the_socket():
 @pytest.mark.parametrize("reason, learner_kwargs, actor_kwargs", [
     ("shm_bytes=0", {}, {"shm_bytes": 0}),
     ("fast path off", {}, {"local": False}),
-    ("reliable session", {"reliable": True}, {}),
+    ("fast path off, reliable", {"reliable": True}, {"local": False}),
 ])
-def test_no_region_when_off_over_tcp_or_reliable(reason, learner_kwargs, actor_kwargs):
+def test_no_region_when_off_or_over_tcp(reason, learner_kwargs, actor_kwargs):
     with rlink.LearnerNode(port=0, **learner_kwargs) as learner, \
             rlink.ActorNode(learner.address, connect_timeout=T, **actor_kwargs) as actor:
         for i in range(5):
@@ -163,7 +164,6 @@ def test_sigkilled_actor_leaves_nothing_and_the_learner_keeps_serving(tmp_path):
 
 
 # ---- a hostile peer on the same host ---------------------------------------
-import socket  # noqa: E402
 import struct  # noqa: E402
 
 HELLO = struct.Struct("<4sHBBQQII")
@@ -437,23 +437,192 @@ def test_the_shm_transport_sends_small_arrays_through_the_region(learner, actor,
         assert stream > n * nbytes
 
 
-@pytest.mark.parametrize("transport", ["shm"])
-def test_a_reliable_actor_of_the_shm_transport_falls_back_to_the_socket(learner, make_actor, transport):
-    """A reliable session never has a region (its retained frames are resent
-    on the stream): make_actor's check accepts such an actor without one,
-    and its arrays come whole over the socket, intact."""
-    actor = make_actor(reliable=True)
-    st = actor.stats()
-    assert st["reliable"] and st["transport"] == "unix" and not st["shared_memory"]
-    n, nbytes = 20, 4096
-    before = st["bytes_out"]
-    for i in range(n):
-        actor.send_trajectory({"i": i, "x": np.full(nbytes // 4, i, dtype=np.float32)}, timeout=T)
-    for i in range(n):
+# ---- reliable sessions over shared memory ------------------------------------
+def test_a_reliable_session_uses_the_region(wait_until):
+    """In a reliable session the slot is the retained copy: the stream
+    carries headers and metas only, and every message arrives once."""
+    with rlink.LearnerNode(port=0, reliable=True) as learner, \
+            rlink.ActorNode(learner.address, connect_timeout=T) as actor:
+        st = actor.stats()
+        assert st["reliable"] and st["transport"] == "unix" and st["shared_memory"]
+        before = st["bytes_out"]
+        for i in range(40):
+            actor.send_trajectory(_payload(i), timeout=T)
+        for i in range(40):
+            _check(learner.receive(timeout=T), i)
+        assert wait_until(lambda: actor.stats()["acked"] == 40)
+        assert actor.stats()["bytes_out"] - before < 40 * BIG // 10
+        assert _shm(learner, actor)
+
+
+def test_a_reliable_session_over_the_region_survives_a_learner_restart(wait_until):
+    """Messages the first learner had not handed out are retained in slots
+    of the first link's region; after the restart they reach the new learner
+    whole over the new link, intact and in order, while arrays the
+    application kept from the first learner stay intact too. The region
+    is small, so slots given back early (before the acknowledgement) would
+    be reused under retained messages if the actor let them go."""
+    learner = rlink.LearnerNode(port=0, reliable=True)
+    port = learner.port
+    kept = []
+    try:
+        with rlink.ActorNode(learner.address, connect_timeout=T, retry_backoff=0.05, retry_attempts=100,
+                             shm_bytes=6 * BIG) as actor:
+            assert actor.stats()["shared_memory"]
+            got = []
+            for i in range(30):
+                if i == 20:
+                    before = actor.stats()["bytes_out"]
+                actor.send_trajectory(_payload(i), timeout=T)
+                if i < 20:   # taken (and mostly acknowledged); the rest wait in the learner's queue
+                    data = learner.receive(timeout=T)
+                    _check(data, i)
+                    got.append(i)
+                    if i == 19:   # (a kept slot stops reuse of those after it)
+                        kept.append((i, data["obs"]))
+            assert actor.stats()["bytes_out"] - before < 9 * BIG, "none of them is retained in a slot"
+            learner.close()
+            for i in range(30, 35):
+                actor.send_trajectory(_payload(i), timeout=T)   # retained while no learner
+            learner = rlink.LearnerNode(port=port, reliable=True)
+            seen = set(got)
+            for _ in range(100):   # 15 new ones and at most 20 again
+                msg = learner.receive_message(timeout=T)
+                i = msg.data["i"]
+                _check(msg.data, i)
+                if i in seen:
+                    assert msg.redelivered, f"message {i} came twice without the redelivery flag"
+                else:
+                    seen.add(i)
+                got.append(i)
+                if len(seen) == 35:
+                    break
+            assert sorted(seen) == list(range(35))
+
+            assert [i for i in got if i >= 20] == list(range(20, 35))
+            for i, obs in kept:
+                assert (obs == i).all(), f"an array kept from the first learner changed (message {i})"
+            # and the new link has a region of its own
+            for i in range(35, 40):
+                actor.send_trajectory(_payload(i), timeout=T)
+                _check(learner.receive(timeout=T), i)
+            assert _shm(learner, actor)
+    finally:
+        learner.close()
+
+
+def _mappings(size: int) -> list[tuple[int, str]]:
+    """(address, permissions) of this process's maps of rlink regions of
+    ``size`` bytes (actor and learner in one process: both ends' maps)."""
+    out = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if "memfd:rlink-shm" in line:
+                span, perms = line.split()[:2]
+                lo, hi = (int(x, 16) for x in span.split("-"))
+                if hi - lo == size:
+                    out.append((lo, perms))
+    return out
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc")
+def test_what_a_reliable_learner_writes_stays_out_of_the_retained_slot():
+    """In a reliable session a slot is the actor's retained copy until the
+    acknowledgement: a learner that writes into its arrays (they are
+    writable) must not change what a resend would carry. Its map of the
+    region is private; the actor's (shared) map keeps the bytes as sent."""
+    import ctypes
+    size = 3 * BIG + 7 * mmap.PAGESIZE    # a size no other region here has
+    marker = np.float32(-1.5).tobytes() * 4
+    with rlink.LearnerNode(port=0, reliable=True) as learner, \
+            rlink.ActorNode(learner.address, connect_timeout=T, shm_bytes=size) as actor:
+        actor.send_trajectory(_payload(7), timeout=T)
         data = learner.receive(timeout=T)
-        assert data["i"] == i and (data["x"] == i).all()
-    assert actor.stats()["bytes_out"] - before > n * nbytes
-    assert not _shm(learner, actor)
+        _check(data, 7)
+        data["obs"][:] = -1.5
+        maps = _mappings(size)
+        for addr, perms in maps:
+            seen = ctypes.string_at(addr, size)
+            if perms[3] == "s":
+                assert marker not in seen, "the learner's writes reached the actor's slot"
+            else:
+                assert marker in seen
+        assert sorted(p[3] for _, p in maps) == ["p", "s"], maps   # the learner's, the actor's
+        assert (data["obs"] == -1.5).all()
+
+
+def test_a_slot_given_back_before_its_ack_stays_retained(seal):
+    """A learner may give a slot back before its acknowledgement reaches the
+    actor (the release goes when the arrays die, the ack when the queue runs
+    dry). Until the ack the slot is the retained copy: the actor must not
+    reuse it, or a resend after a fault would carry a later message's bytes.
+    A raw learner gives every slot back at once and acknowledges nothing,
+    then vanishes; the learner that takes over must get every message
+    intact."""
+    import threading
+    tcp = socket.create_server(("127.0.0.1", 0))
+    port = tcp.getsockname()[1]
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(f"\0rlink/127.0.0.1:{port}")
+    srv.listen(1)
+    srv.settimeout(T)
+    raw = {}
+
+    def handshake():   # a reliable learner that maps regions
+        s, _ = srv.accept()
+        s.settimeout(T)
+        got = b""
+        while len(got) < HELLO.size:
+            chunk = s.recv(HELLO.size - len(got))
+            assert chunk
+            got += chunk
+        raw["flags"] = HELLO.unpack(got)[3]
+        s.sendall(HELLO.pack(b"RLNK", 1, 2, 0x05, int.from_bytes(os.urandom(8), "little") | 1, 0, 0, 0))
+        raw["s"] = s
+
+    th = threading.Thread(target=handshake)
+    th.start()
+    learner = None
+    try:
+        with rlink.ActorNode(f"127.0.0.1:{port}", reliable=True, connect_timeout=T, shm_bytes=4 * BIG,
+                             retry_backoff=0.05, retry_attempts=100) as actor:
+            th.join(T)
+            s = raw["s"]
+            assert raw["flags"] & 0x05 == 0x05
+            h, _, fds = _read_frame(s)
+            assert h[0] == 9 and len(fds) == 1      # SHM_REGION
+            for fd in fds:
+                os.close(fd)
+            in_slots = 0
+            for i in range(8):
+                actor.send_trajectory(_payload(i), timeout=T)
+                h, _, _ = _read_frame(s)
+                while h[0] == 7:                    # heartbeats
+                    h, _, _ = _read_frame(s)
+                assert h[0] == 1 and h[5] == i + 1  # TRAJ, seq
+                if not h[1] & 0x04:
+                    break   # whole on the stream (not read further): the region is full
+                in_slots += 1
+                # give the slot back at once, no ack; the push behind the
+                # release shows the actor has handled it
+                s.sendall(seal(HEADER.pack(SHM_RELEASE, 0, 0, 0, 0, 0, 0, h[6], 0, 0)) +
+                          seal(rlink._core.encode_frame({"sync": i}, 5)))
+                assert actor.receive(timeout=T) == {"sync": i}
+            assert 0 < in_slots < 8, f"{in_slots} messages went through a 4-slot region: slots reused"
+            s.close()
+            srv.close()
+            tcp.close()
+            learner = rlink.LearnerNode(port=port, reliable=True)
+            for i in range(in_slots + 1):           # resent whole, intact
+                _check(learner.receive(timeout=T), i)
+    finally:
+        th.join(T)
+        srv.close()
+        tcp.close()
+        if "s" in raw:
+            raw["s"].close()
+        if learner is not None:
+            learner.close()
 
 
 def test_a_send_that_times_out_gives_its_slot_back():
