@@ -9,15 +9,19 @@ from . import workloads as W
 
 PARAM_BYTES = W.PARAM_ARRAYS * W.PARAM_SHAPE[0] * W.PARAM_SHAPE[1] * 4
 PEER_LABEL = {"rlink": "rlink", "rlink-local": "rlink (same host: unix + shm)",
-              "rlink-reliable": "rlink reliable", "pyzmq": "pyzmq",
+              "rlink-reliable": "rlink reliable",
+              "rlink-local-reliable": "rlink reliable (same host)", "pyzmq": "pyzmq",
               "portal": "portal", "mp.connection": "mp.connection",
               "socket+pickle5": "socket+pickle5"}
 LOCAL = "rlink-local"
 # rlink-local runs over AF_UNIX (and shared memory): its "C floor" is the
 # AF_UNIX twin of the row's TCP floor. Every other peer is over TCP.
-PEER_FLOOR = {LOCAL: {"tcp_stream_1MiB": "unix_stream_1MiB",
-                      "tcp_pingpong_64B": "unix_pingpong_64B",
-                      "tcp_100B_writev64": "unix_100B_writev64"}}
+UNIX_FLOOR = {"tcp_stream_1MiB": "unix_stream_1MiB",
+              "tcp_pingpong_64B": "unix_pingpong_64B",
+              "tcp_100B_writev64": "unix_100B_writev64"}
+PEER_FLOOR = {LOCAL: UNIX_FLOOR, "rlink-local-reliable": UNIX_FLOOR}
+# each reliable peer and the unreliable one it is measured against
+RELIABLE_PAIRS = {"rlink-reliable": "rlink", "rlink-local-reliable": LOCAL}
 DERIVED_FLOORS = ["tcp_stream_1MiB", "unix_stream_1MiB"]   # best of _autobuf / _4MiBbuf
 # W3 same-host target: rlink-local against the best of these (all over TCP)
 W3_OTHERS = ["pyzmq", "portal", "mp.connection", "socket+pickle5", "rlink"]
@@ -83,11 +87,12 @@ def build_results(info, args, cases_def, order, cases, peers, runs, floor_runs, 
         row = {"id": row_id, "case": c, "title": title, "unit": unit, "higher_is_better": higher,
                "floor_name": fname, "floor": _stats(list(fl.values())), "peers": {}}
         pfl = {}   # peer -> its floor by repeat, where it is not the row's floor
-        if LOCAL in cases_def[c]["peers"] and LOCAL in peers and floor_for(LOCAL, fname) != fname:
-            lname = floor_for(LOCAL, fname)
-            pfl[LOCAL] = _floor_by_repeat(floor_runs, lname, fkey, row_id, c)
-            row["local_floor_name"] = lname
-            row["local_floor"] = _stats(list(pfl[LOCAL].values()))
+        for lp in PEER_FLOOR:
+            if lp in cases_def[c]["peers"] and lp in peers and floor_for(lp, fname) != fname:
+                lname = floor_for(lp, fname)
+                pfl[lp] = _floor_by_repeat(floor_runs, lname, fkey, row_id, c)
+                row["local_floor_name"] = lname
+                row["local_floor"] = _stats(list(pfl[lp].values()))
         by_rep = {}
         for p in cases_def[c]["peers"]:
             if p not in peers:
@@ -132,9 +137,9 @@ def build_results(info, args, cases_def, order, cases, peers, runs, floor_runs, 
                     for k, v in by_rep[p].items():
                         best_rep[k] = min(best_rep.get(k, v), v)
                 st["paired_vs_best_other"] = _paired(by_rep[LOCAL], best_rep)
-        if "rlink-reliable" in by_rep and "rlink" in by_rep and row["peers"].get("rlink-reliable"):
-            row["peers"]["rlink-reliable"]["paired_vs_rlink"] = _paired(by_rep["rlink-reliable"],
-                                                                         by_rep["rlink"])
+        for rel, unrel in RELIABLE_PAIRS.items():
+            if rel in by_rep and unrel in by_rep and row["peers"].get(rel):
+                row["peers"][rel]["paired_vs_unreliable"] = _paired(by_rep[rel], by_rep[unrel])
         rows.append(row)
     scaling = _scaling(rows, cases_def)
     results = {"machine": info, "args": args, "elapsed_s": elapsed,
@@ -231,14 +236,18 @@ def _targets(results):
         add("W4 same host: rlink-local p50 ≤ 1.3× C AF_UNIX 64 B ping-pong p50", "W4 p50", LOCAL,
             "vs_floor", "<=", 1.3,
             f"{f(med('W4 p50', LOCAL), 'µs')} vs {f(local_floor('W4 p50'), 'µs')}")
-    for rid, unit in (("W1", "msg/s"), ("W2", "GB/s")):
-        a, b = med(rid, "rlink-reliable"), med(rid, "rlink")
-        v = a / b if a and b else None
-        st, _ = _peer(results, rid, "rlink-reliable")
-        t.append({"target": f"{rid}: reliable ≥ 0.9× unreliable", "measured": v,
-                  "bound": ">= 0.9", "met": None if v is None else v >= 0.9,
-                  "detail": f"{f(a, unit)} vs {f(b, unit)}",
-                  "paired": st.get("paired_vs_rlink") if st else None})
+    for rel, unrel in RELIABLE_PAIRS.items():
+        where = "" if unrel == "rlink" else " same host"
+        for rid, unit in (("W1", "msg/s"), ("W2", "GB/s")):
+            a, b = med(rid, rel), med(rid, unrel)
+            if where and not a:
+                continue   # an opt-in peer that did not run
+            v = a / b if a and b else None
+            st, _ = _peer(results, rid, rel)
+            t.append({"target": f"{rid}{where}: reliable ≥ 0.9× unreliable", "measured": v,
+                      "bound": ">= 0.9", "met": None if v is None else v >= 0.9,
+                      "detail": f"{f(a, unit)} vs {f(b, unit)}",
+                      "paired": st.get("paired_vs_unreliable") if st else None})
     return t
 
 
@@ -446,7 +455,8 @@ def plot_all(results, out_dir):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"rlink": "#d62728", "rlink-local": "#e377c2", "rlink-reliable": "#ff9896", "pyzmq": "#1f77b4",
+    colors = {"rlink": "#d62728", "rlink-local": "#e377c2", "rlink-reliable": "#ff9896",
+              "rlink-local-reliable": "#f7b6d2", "pyzmq": "#1f77b4",
               "portal": "#2ca02c", "mp.connection": "#9467bd", "socket+pickle5": "#8c564b",
               "C floor": "#444444"}
     rows = {r["id"]: r for r in results["rows"]}

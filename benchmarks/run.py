@@ -36,6 +36,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ALL_PEERS = ["rlink", "rlink-local", "rlink-reliable", "pyzmq", "portal", "mp.connection",
              "socket+pickle5"]
 NO_RELIABLE = [p for p in ALL_PEERS if p != "rlink-reliable"]
+# Run only when named in --peers: reliable mode on one host (W1, W2), to set
+# beside rlink-local.
+OPT_IN_PEERS = ["rlink-local-reliable"]
+KNOWN_PEERS = ALL_PEERS + OPT_IN_PEERS
 SCALING_PEERS = ["rlink", "rlink-local", "pyzmq"]
 # rlink-local is rlink with its same-host defaults (AF_UNIX, shared memory);
 # every other peer runs over TCP loopback. Its ratios to the C floor are to
@@ -47,7 +51,7 @@ SCALING_ACTORS = [1, 4, 16, 64]
 def _n(default, **per_peer):
     """Message counts: a default and per-peer overrides (keyword: peer name
     with "-", "." and "+" written as "_")."""
-    names = {p.replace("-", "_").replace(".", "_").replace("+", "_"): p for p in ALL_PEERS}
+    names = {p.replace("-", "_").replace(".", "_").replace("+", "_"): p for p in KNOWN_PEERS}
     return {"default": default, **{names[k]: v for k, v in per_peer.items()}}
 
 
@@ -64,16 +68,16 @@ BEST_OF = {"tcp_stream_1MiB": STREAM_FLOORS, "unix_stream_1MiB": UNIX_STREAM_FLO
 # at the rates seen on a 2-core VM; --quick divides them (see quick_div).
 CASES = {
     "W1": dict(title="W1 step messages, 1 → 1", metric="msg/s", higher=True, run="oneway",
-               kind="step", senders=1, peers=ALL_PEERS, floor="tcp_100B_writev64",
+               kind="step", senders=1, peers=KNOWN_PEERS, floor="tcp_100B_writev64",
                floors=["tcp_100B_write1", "tcp_100B_writev64"], local_floors=[],
                n=_n(200_000, pyzmq=100_000, portal=15_000, mp_connection=60_000,
                     socket_pickle5=60_000), warmup=2000, quick_div=5),
     "W2": dict(title="W2 trajectories, 1 → 1", metric="GB/s", higher=True, run="oneway",
-               kind="trajectory", senders=1, peers=ALL_PEERS, floor="tcp_stream_1MiB",
+               kind="trajectory", senders=1, peers=KNOWN_PEERS, floor="tcp_stream_1MiB",
                floors=STREAM_FLOORS, local_floors=UNIX_STREAM_FLOORS,
                n=_n(1000), warmup=20, quick_div=4),
     "W2x2": dict(title="W2 trajectories, 2 → 1", metric="GB/s", higher=True, run="oneway",
-                 kind="trajectory", senders=2, peers=ALL_PEERS, floor="tcp_stream_1MiB",
+                 kind="trajectory", senders=2, peers=KNOWN_PEERS, floor="tcp_stream_1MiB",
                  floors=STREAM_FLOORS, local_floors=UNIX_STREAM_FLOORS,
                  n=_n(500), warmup=20, quick_div=4),
     "W3": dict(title="W3 parameters 64 MiB → 2 actors", metric="s", higher=False, run="broadcast",
@@ -164,7 +168,8 @@ def machine_info(cc_note: str) -> dict:
 
 # ------------------------------------------------------------------ running
 
-PEER_MODULES = {"rlink": ["rlink"], "rlink-local": ["rlink"], "rlink-reliable": ["rlink"], "pyzmq": ["zmq", "msgpack"],
+PEER_MODULES = {"rlink": ["rlink"], "rlink-local": ["rlink"], "rlink-reliable": ["rlink"],
+                "rlink-local-reliable": ["rlink"], "pyzmq": ["zmq", "msgpack"],
                 "portal": ["portal", "msgpack"], "mp.connection": ["msgpack"], "socket+pickle5": []}
 
 
@@ -199,7 +204,8 @@ def run_case(name: str, case: dict, peer: str, quick: bool, timeout: float) -> d
 
 # What each rlink peer's actors must have used; a trial that did not is a
 # failed trial, not a figure (the peers check too; this makes sure it was recorded).
-EXPECTED_TRANSPORT = {"rlink": "tcp", "rlink-reliable": "tcp", LOCAL_PEER: "unix"}
+EXPECTED_TRANSPORT = {"rlink": "tcp", "rlink-reliable": "tcp", LOCAL_PEER: "unix",
+                      "rlink-local-reliable": "unix"}
 
 
 def check_transport(case: dict, peer: str, r: dict) -> str:
@@ -212,7 +218,7 @@ def check_transport(case: dict, peer: str, r: dict) -> str:
     infos = r.get("actor_transport")
     if not infos or any(not i for i in infos):
         raise H.TrialError(f"{peer}: the actors' transport was not recorded ({infos!r})")
-    need_shm = peer == LOCAL_PEER and case.get("kind") == "trajectory"
+    need_shm = EXPECTED_TRANSPORT[peer] == "unix" and case.get("kind") == "trajectory"
     for i in infos:
         if i.get("transport") != want:
             raise H.TrialError(f"{peer}: an actor used {i.get('transport')!r}, not {want!r}: {i}")
@@ -275,9 +281,9 @@ def main(argv=None) -> int:
     if bad:
         ap.error(f"unknown case(s) {bad}; choose from {ORDER}")
     peers = [p for p in args.peers.split(",") if p]
-    bad = [p for p in peers if p not in ALL_PEERS]
+    bad = [p for p in peers if p not in KNOWN_PEERS]
     if bad:
-        ap.error(f"unknown peer(s) {bad}; choose from {ALL_PEERS}")
+        ap.error(f"unknown peer(s) {bad}; choose from {KNOWN_PEERS}")
     missing = {p: m for p in peers if (m := _missing_modules(p))}
     for p, m in missing.items():
         print(f"note: skipping {p}: {', '.join(m)} not installed "

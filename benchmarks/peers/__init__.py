@@ -35,6 +35,7 @@ PEERS = {
     "rlink": ("rlink_peer", "RLink", {"reliable": False}),
     "rlink-local": ("rlink_peer", "RLink", {"reliable": False, "local": True}),
     "rlink-reliable": ("rlink_peer", "RLink", {"reliable": True}),
+    "rlink-local-reliable": ("rlink_peer", "RLink", {"reliable": True, "local": True}),
     "pyzmq": ("zmq_peer", "PyZMQ", {}),
     "portal": ("portal_peer", "Portal", {}),
     "mp.connection": ("mpconn_peer", "MPConnection", {}),
