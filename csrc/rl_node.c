@@ -2409,30 +2409,65 @@ static int connect_allowed(rl_node *n, uint64_t *acked, int *want_reliable) {
 }
 
 static int attach_conn(rl_node *n, int fd, int local, const rl_hello *peer);
+static int local_connect(rl_node *n, char names[][RL_LOCAL_NAME_MAX], int k, int want_reliable,
+                         uint64_t acked, long long deadline, rl_hello *peer);
+static int tcp_handshake(rl_node *n, int fd, int want_reliable, uint64_t acked, long long deadline,
+                         rl_hello *peer);
 
 int rl_node_connect(rl_node *n, const char *host, int port, int timeout_ms, rl_hello *peer) {
     uint64_t acked;
     int want_reliable, rc = connect_allowed(n, &acked, &want_reliable);
     if (rc) return rc;
     long long deadline = rl_now_ms() + timeout_ms;
+    char names[8][RL_LOCAL_NAME_MAX];
+    int k = 0;
     if (n->cfg.local) {
         /* Same host? Then the learner also listens on AF_UNIX, found by the
-         * address we were given. Any failure short of a verdict about the
-         * learner itself (version, key) falls back to TCP. */
-        char names[8][RL_LOCAL_NAME_MAX];
-        int k = rl_sock_local_candidates(host, port, names, 8);
-        for (int i = 0; i < k; i++) {
-            int fd = rl_sock_connect_local(names[i], 1);
-            if (fd < 0) continue;
-            rc = actor_handshake(n, fd, 1, want_reliable, acked, deadline, peer);
-            if (rc == RL_OK) return attach_conn(n, fd, 1, peer);
-            rl_closesocket(fd);
-            if (rc == RL_EAUTH || rc == RL_EVERSION) return rc;
-        }
+         * address we were given. No such endpoint, or something there that
+         * is not an rlink learner: TCP. A learner found there that refuses
+         * us (version, key), or that goes away during the handshake (it is
+         * closing: a new one may be starting on the same address), gives
+         * this attempt's answer: falling back to TCP then could settle on
+         * TCP for good with the new learner. */
+        k = rl_sock_local_candidates(host, port, names, 8);
+        rc = local_connect(n, names, k, want_reliable, acked, deadline, peer);
+        if (rc != RL_ECONNREFUSED) return rc;
     }
     int fd = rl_sock_connect(host, port, (int)(deadline - rl_now_ms() > 0 ? deadline - rl_now_ms() : 0));
     if (fd < 0) return fd;
-    rc = actor_handshake(n, fd, 0, want_reliable, acked, deadline, peer);
+    if (k > 0) {
+        /* None was there. But a learner starting right now listens on
+         * AF_UNIX before TCP: now that TCP answers, look once more. */
+        rc = local_connect(n, names, k, want_reliable, acked, deadline, peer);
+        if (rc != RL_ECONNREFUSED) {
+            rl_closesocket(fd);   /* before any hello: the learner just sees it close */
+            return rc;
+        }
+    }
+    return tcp_handshake(n, fd, want_reliable, acked, deadline, peer);
+}
+
+/* Actor: try the learner's same-host endpoints in order. Returns what the
+ * first one found there says (RL_OK: connected), or RL_ECONNREFUSED when
+ * none is there, or there is something that is not an rlink learner. */
+static int local_connect(rl_node *n, char names[][RL_LOCAL_NAME_MAX], int k, int want_reliable,
+                         uint64_t acked, long long deadline, rl_hello *peer) {
+    for (int i = 0; i < k; i++) {
+        int fd = rl_sock_connect_local(names[i], 1);
+        if (fd < 0) continue;
+        int rc = actor_handshake(n, fd, 1, want_reliable, acked, deadline, peer);
+        if (rc == RL_OK) return attach_conn(n, fd, 1, peer);
+        rl_closesocket(fd);
+        if (rc == RL_EAUTH || rc == RL_EVERSION || rc == RL_ECONNLOST || rc == RL_ETIMEDOUT)
+            return rc;
+    }
+    return RL_ECONNREFUSED;
+}
+
+/* Actor: the handshake on a connected TCP fd, then the connection. */
+static int tcp_handshake(rl_node *n, int fd, int want_reliable, uint64_t acked, long long deadline,
+                         rl_hello *peer) {
+    int rc = actor_handshake(n, fd, 0, want_reliable, acked, deadline, peer);
     if (rc) { rl_closesocket(fd); return rc; }
     return attach_conn(n, fd, 0, peer);
 }
