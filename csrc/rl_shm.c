@@ -305,6 +305,44 @@ void rl_shm_map_unref(rl_shm_map *m) {
 uint8_t *rl_shm_map_base(const rl_shm_map *m) { return m->base; }
 uint64_t rl_shm_map_size(const rl_shm_map *m) { return m->size; }
 
+#ifdef __linux__
+/* This process's /proc/self/pagemap, opened once (and again in a forked
+ * child: an inherited descriptor would read the parent's pages). */
+static rl_mutex pagemap_mu = RL_MUTEX_INITIALIZER;
+static int pagemap_fd = -1;
+static pid_t pagemap_pid;
+
+/* Whether this process wrote into [p, p + n) (whole pages) of a private
+ * file mapping: some page there is an anonymous copy (pagemap: present,
+ * bit 63, or swapped, bit 62, without bit 61 "file page"). 1 yes, 0 no,
+ * -1 unknown (no pagemap). One pread per 512 pages. */
+static int written_here(const uint8_t *p, size_t n) {
+    size_t pg = page_size(), npages = n / pg;
+    uint64_t e[512];
+    int rc = 0;
+    rl_mutex_lock(&pagemap_mu);
+    pid_t pid = getpid();
+    if (pagemap_fd < 0 || pagemap_pid != pid) {
+        if (pagemap_fd >= 0) close(pagemap_fd);
+        pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+        pagemap_pid = pid;
+    }
+    for (size_t i = 0; i < npages && rc == 0;) {
+        size_t k = npages - i < 512 ? npages - i : 512;
+        off_t at = (off_t)(((uintptr_t)p / pg + i) * sizeof e[0]);
+        if (pagemap_fd < 0 || pread(pagemap_fd, e, k * sizeof e[0], at) != (ssize_t)(k * sizeof e[0])) {
+            rc = -1;
+            break;
+        }
+        for (size_t j = 0; j < k && rc == 0; j++)
+            if ((e[j] >> 62) != 0 && !(e[j] >> 61 & 1)) rc = 1;
+        i += k;
+    }
+    rl_mutex_unlock(&pagemap_mu);
+    return rc;
+}
+#endif
+
 void rl_shm_map_discard(rl_shm_map *m, uint64_t off, uint64_t len) {
 #ifndef __linux__
     (void)m; (void)off; (void)len;   /* no map can exist: rl_shm_map_fd fails */
@@ -314,8 +352,11 @@ void rl_shm_map_discard(rl_shm_map *m, uint64_t off, uint64_t len) {
     uint64_t end = (off + len + pg - 1) / pg * pg;   /* holds: off + len <= size */
     if (end > m->size) end = m->size;                 /* size is whole pages */
     /* Drops our private copies of written pages; the next read maps the
-     * file's pages again, which hold whatever the owner wrote since. */
-    (void)madvise(m->base + off, (size_t)(end - off), MADV_DONTNEED);
+     * file's pages again, which hold whatever the owner wrote since. Pages
+     * only read still show the file, owner's later writes included: left
+     * mapped, they cost no page faults on the slot's next use. */
+    if (written_here(m->base + off, (size_t)(end - off)) != 0)
+        (void)madvise(m->base + off, (size_t)(end - off), MADV_DONTNEED);
 #endif
 }
 

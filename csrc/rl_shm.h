@@ -82,7 +82,8 @@ rl_shm_map *rl_shm_map_fd(int fd, uint64_t expect_size, int copy_on_write, const
 /* Copy-on-write maps: forget this receiver's private copies of the pages
  * of [off, off + len) (rounded out to whole pages), so that a slot reused
  * by the owner reads as the owner wrote it. No-op on a shared map or a
- * range outside the map. Call only once nothing uses that range. */
+ * range outside the map, and (Linux: /proc/self/pagemap) on a range this
+ * process only read. Call only once nothing uses that range. Thread-safe. */
 void rl_shm_map_discard(rl_shm_map *m, uint64_t off, uint64_t len);
 rl_shm_map *rl_shm_map_ref(rl_shm_map *m);
 void rl_shm_map_unref(rl_shm_map *m);           /* unmaps at zero; NULL allowed */

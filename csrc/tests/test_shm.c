@@ -459,6 +459,51 @@ static void test_shm_map_shared(void) {
 /* A region whose slots go to several receivers: each maps it copy-on-write,
  * so that its writes stay its own, and discards its copies of a slot before
  * releasing it, after which the owner's next content shows. */
+#ifdef __linux__
+/* Whether page p of this process is mapped (pagemap bit 63), or -1. */
+static int page_mapped(const void *p) {
+    int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    uint64_t e = 0;
+    ssize_t r = pread(fd, &e, sizeof e, (off_t)((uintptr_t)p / pg() * sizeof e));
+    close(fd);
+    return r == (ssize_t)sizeof e ? (int)(e >> 63) : -1;
+}
+#endif
+
+/* A copy-on-write map whose slot was only read keeps its pages mapped
+ * through a discard (they still show the file: no page faults when the
+ * slot is used again); a slot written here loses them. */
+static void test_shm_map_discard_only_written(void) {
+    NEED_MEMFD();
+#ifdef __linux__
+    size_t p = pg();
+    rl_shm_region *r = rl_shm_create(4 * p);
+    if (!CHECK(r != NULL)) return;
+    uint8_t *s = rl_shm_base(r);
+    memset(s, 'A', 4 * p);
+    const char *why = "unset";
+    rl_shm_map *m = rl_shm_map_fd(dup(rl_shm_fd(r)), rl_shm_size(r), 1, &why);
+    if (!CHECK(m != NULL)) { rl_shm_destroy(r); return; }
+    volatile uint8_t *v = rl_shm_map_base(m);
+    CHECK(v[0] == 'A' && v[2 * p] == 'A');   /* read: both mapped */
+    v[2 * p + 5] = 'w';                      /* written: a private copy */
+    if (page_mapped((const void *)v) == 1) {
+        rl_shm_map_discard(m, 0, p);
+        CHECK_EQ(page_mapped((const void *)v), 1);
+        rl_shm_map_discard(m, 2 * p, p);
+        CHECK_EQ(page_mapped((const void *)(v + 2 * p)), 0);
+        s[0] = 'B';                          /* the owner reuses both */
+        s[2 * p + 5] = 'B';
+        CHECK(v[0] == 'B' && v[2 * p + 5] == 'B');
+    } else {
+        printf("skip: %s: /proc/self/pagemap unreadable\n", __func__);
+    }
+    rl_shm_map_unref(m);
+    rl_shm_destroy(r);
+#endif
+}
+
 static void test_shm_map_copy_on_write(void) {
     NEED_MEMFD();
     size_t p = pg();
@@ -746,6 +791,7 @@ static const rl_test shm_tests[] = {
     RL_TEST(test_shm_alloc_threads),
     RL_TEST(test_shm_map_shared),
     RL_TEST(test_shm_map_copy_on_write),
+    RL_TEST(test_shm_map_discard_only_written),
     RL_TEST(test_shm_map_rejects),
     RL_TEST(test_shm_unsupported),
     RL_TEST(test_shm_pass_fd),
