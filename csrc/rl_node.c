@@ -116,6 +116,7 @@ typedef struct rl_session {
     uint64_t delivered;        /* highest seq queued for the application */
     uint64_t consumed;         /* highest seq the application has taken */
     uint64_t ack_sent;         /* highest ack sent */
+    uint64_t owed_bytes;       /* meta and data taken since that ack */
     int attached;              /* has an open connection */
     size_t queued;             /* its messages still in the receive queue */
     long long detached_ms;
@@ -125,8 +126,11 @@ typedef struct rl_session {
 /* Learner: parameter versions alive at once in its shared region (a bit
  * per slot in rl_conn.pshm_held). */
 #define PSLOTS 64
-/* Wake the learner's I/O thread to acknowledge once this many messages are owed. */
+/* Wake the learner's I/O thread to acknowledge once this many messages, or
+ * this many bytes of them, are owed: the actor holds each one (and, on one
+ * host, its slot of shared memory) until then. */
 #define ACK_EVERY 256
+#define ACK_BYTES ((uint64_t)4 << 20)
 /* Same-host shared memory (PROTOCOL.md 2.2): memfd and sealing are Linux's. */
 /* A receiver maps at most this much address space for one peer's region. */
 #define SHM_MAX_REGION ((uint64_t)1 << 34)
@@ -2112,6 +2116,7 @@ static RL_THREAD_RESULT RL_THREAD_CALL io_main(void *arg) {
             if (ack_dirty && c->sess && c->sess->consumed > c->sess->ack_sent) {
                 acks[ns] = c->sess->consumed;
                 c->sess->ack_sent = c->sess->consumed;
+                c->sess->owed_bytes = 0;
             }
             ns++;
         }
@@ -2698,7 +2703,9 @@ int rl_node_recv(rl_node *n, int qi, rl_msg **out, int max, int timeout_ms) {
                     rl_atomic_sub(&sess->queued, 1, RL_RELAXED);
                     m->session = NULL;
                     n->ack_dirty = 1;
-                    if (sess->consumed - sess->ack_sent >= ACK_EVERY) ack_wake = 1;
+                    sess->owed_bytes += m->hdr.meta_len + m->hdr.data_len;
+                    if (sess->consumed - sess->ack_sent >= ACK_EVERY || sess->owed_bytes >= ACK_BYTES)
+                        ack_wake = 1;
                 }
                 out[k++] = m;
             }
