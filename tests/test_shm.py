@@ -511,6 +511,57 @@ def test_a_reliable_session_over_the_region_survives_a_learner_restart(wait_unti
         learner.close()
 
 
+def test_a_reliable_session_resumes_after_the_learner_is_sigkilled(tmp_path):
+    """kill -9 of a reliable learner in the middle of a stream through the
+    region: the actor resends what the dead one had not acknowledged (from
+    its slots) to the learner that takes the port over, intact and in order,
+    and nothing is left in /dev/shm."""
+    before = set(os.listdir("/dev/shm"))
+    code = textwrap.dedent("""
+        import rlink
+        learner = rlink.LearnerNode(port=0, reliable=True)
+        print(learner.port, flush=True)
+        for _ in range(10):
+            learner.receive(timeout=60)
+        print("took 10", flush=True)
+        input()   # until killed
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=str(tmp_path))
+    try:
+        port = int(proc.stdout.readline())
+        with rlink.ActorNode(f"127.0.0.1:{port}", connect_timeout=T, retry_backoff=0.05,
+                             retry_attempts=100) as actor:
+            assert actor.stats()["shared_memory"]
+            for i in range(20):
+                actor.send_trajectory(_payload(i), timeout=T)
+            assert proc.stdout.readline().strip() == "took 10"
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=T)
+            with rlink.LearnerNode(port=port, reliable=True) as learner:
+                seen = []
+                while len(seen) < 20:
+                    msg = learner.receive_message(timeout=T)
+                    i = msg.data["i"]
+                    _check(msg.data, i)
+                    assert i >= 10 or msg.redelivered, f"message {i} came again unflagged"
+                    seen.append(i)
+                    if i == 19:
+                        break
+                new = [i for i in seen if i >= 10]
+                assert new == list(range(10, 20))
+                actor.send_trajectory(_payload(20), timeout=T)
+                _check(learner.receive(timeout=T), 20)
+                assert _shm(learner, actor)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdin.close()
+        proc.stdout.close()
+    assert set(os.listdir("/dev/shm")) == before
+
+
 def _mappings(size: int) -> list[tuple[int, str]]:
     """(address, permissions) of this process's maps of rlink regions of
     ``size`` bytes (actor and learner in one process: both ends' maps)."""
