@@ -87,25 +87,6 @@ def frame(kind, meta, data=b"", **fields) -> bytes:
     return header(kind, len(meta), len(data), **fields) + meta + bytes(pad) + data
 
 
-def crc32c(data: bytes) -> int:
-    """PROTOCOL.md 4.4, verbatim (slow; only small frames are sealed here)."""
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-    return crc ^ 0xFFFFFFFF
-
-
-def seal(f: bytes) -> bytes:
-    """Set CHECKSUM and fill in crc (body) and hcrc (header bytes 0-43)."""
-    b = bytearray(f)
-    b[1] |= CHECKSUM
-    b[40:44] = crc32c(b[48:]).to_bytes(4, "little")
-    b[44:48] = crc32c(b[:44]).to_bytes(4, "little")
-    return bytes(b)
-
-
 def u32(n) -> bytes:
     return struct.pack("<I", n)
 
@@ -175,11 +156,12 @@ class Hostile:
     """What a case gets: the learner, the good actor, and raw-socket helpers.
     Every socket opened through ``connect`` is closed when the test ends."""
 
-    def __init__(self, learner, good, stack, received, wait_until, peer_closed):
+    def __init__(self, learner, good, stack, received, wait_until, peer_closed, seal):
         self.learner = learner
         self.good = good
         self.wait_until = wait_until        # the fixtures (conftest.py), for the cases
         self.peer_closed = peer_closed
+        self.seal = seal
         self.port = learner.port
         self._stack = stack
         self._received = received
@@ -444,7 +426,7 @@ def heartbeat_with_data_len(ctx):
 
 @case(BAD_HEADER)
 def checksum_flag_with_wrong_hcrc(ctx):
-    f = bytearray(seal(frame(TRAJ, GOOD_META)))
+    f = bytearray(ctx.seal(frame(TRAJ, GOOD_META)))
     f[44] ^= 0x01
     ctx.violate(bytes(f))
 
@@ -461,10 +443,9 @@ def second_hello_after_handshake(ctx):
 
 @case("checksum mismatch: a frame was corrupted in transit")
 def body_checksum_mismatch(ctx):
-    f = bytearray(seal(frame(TRAJ, m_dict((b"a", m_int(1))))))
-    f[-1] ^= 0x40                        # the body changes, crc does not
-    f[44:48] = crc32c(f[:44]).to_bytes(4, "little")   # header still intact
-    ctx.violate(bytes(f))
+    f = frame(TRAJ, m_dict((b"a", m_int(1))))
+    # header sealed (intact), body crc that of no body: the body differs
+    ctx.violate(ctx.seal(f[:48]) + f[48:])
 
 
 # ---- frame kinds, directions, sequence numbers -----------------------------
@@ -475,7 +456,7 @@ def ack_from_actor(ctx):
 
 @case(WRONG_DIRECTION)
 def params_from_actor(ctx):
-    ctx.violate(seal(_core.encode_frame({"w": np.ones(3, np.float32)}, _core.KIND_PARAMS, 1)))
+    ctx.violate(ctx.seal(_core.encode_frame({"w": np.ones(3, np.float32)}, _core.KIND_PARAMS, 1)))
 
 
 @case(WRONG_DIRECTION)
@@ -502,17 +483,17 @@ def reliable_frame_without_checksum(ctx):
 
 @case("unsequenced trajectory on a reliable connection")
 def reliable_seq_zero(ctx):
-    ctx.violate(seal(frame(TRAJ, GOOD_META)), flags=1)
+    ctx.violate(ctx.seal(frame(TRAJ, GOOD_META)), flags=1)
 
 
 @case("sequence gap in a reliable session")
 def reliable_seq_gap(ctx):
-    ctx.violate(seal(frame(TRAJ, GOOD_META, seq=2)), flags=1)
+    ctx.violate(ctx.seal(frame(TRAJ, GOOD_META, seq=2)), flags=1)
 
 
 @case("frames were lost in transit (the actor sent more than arrived)")
 def reliable_heartbeat_claims_unsent_frames(ctx):
-    ctx.violate(seal(header(HEARTBEAT, 0, ref=5)), flags=1)
+    ctx.violate(ctx.seal(header(HEARTBEAT, 0, ref=5)), flags=1)
 
 
 # ---- the meta: structure ---------------------------------------------------
@@ -920,7 +901,7 @@ def _records(caplog, phrase, level=None):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_hostile_peer(name, caplog, wait_until, peer_closed):
+def test_hostile_peer(name, caplog, wait_until, peer_closed, seal):
     spec = CASES[name]
     caplog.set_level(logging.INFO, logger="rlink")
     errors: list[BaseException] = []
@@ -971,7 +952,7 @@ def test_hostile_peer(name, caplog, wait_until, peer_closed):
             threads[-1].start()
         assert started.wait(T)
 
-        ctx = Hostile(learner, good, stack, received, wait_until, peer_closed)
+        ctx = Hostile(learner, good, stack, received, wait_until, peer_closed, seal)
         spec.fn(ctx)                                     # (c): the case checks the close
 
         # (a) the good actor's stream, complete and intact
