@@ -95,6 +95,7 @@ typedef struct rl_conn {
     int local;                 /* AF_UNIX: a same-host connection */
     /* shared memory (PROTOCOL.md 2.2) */
     struct rl_node *node;      /* set by table_add; used only while !closed */
+    unsigned fork_count;       /* rl_fork_count() of the process that made it */
     int shm_accepts;           /* our hello said we map a region the peer offers */
     int pending_fd;            /* a descriptor read off the stream, not yet claimed (I/O thread) */
     rl_shm_map *shm_map;       /* the peer's newest region, mapped; freed with the conn */
@@ -416,6 +417,7 @@ static rl_conn *conn_new(int fd, int state) {
     c->opened_ms = rl_now_ms();
     c->pending_fd = -1;
     c->pshm_pending = -1;
+    c->fork_count = rl_fork_count();
     rl_mutex_init(&c->send_mu);
     rl_cond_init(&c->send_cv);
     rl_ring_init(&c->ring);
@@ -1323,6 +1325,13 @@ static void shm_give_back(rl_msg *m) {
     rl_shm_map *map = m->shm_map;
     m->shm = NULL;
     m->shm_map = NULL;
+    if (rl_fork_count() != c->fork_count) {
+        /* A forked child dropping arrays it inherited: the link, its locks
+         * and its I/O thread are the parent's (a lock held at the fork
+         * would never come free here). Only this process's map goes. */
+        rl_shm_map_unref(map);
+        return;
+    }
     /* a copy-on-write map forgets what we wrote before the owner may reuse it */
     rl_shm_map_discard(map, m->hdr.ack, m->hdr.data_len);
     rl_mutex_lock(&c->send_mu);

@@ -143,6 +143,8 @@ int rl_sock_errno_from(int code) {
 
 int rl_sock_errno(void) { return rl_sock_errno_from(WSAGetLastError()); }
 
+unsigned rl_fork_count(void) { return 0; }   /* no fork() */
+
 #else
 /* ======================================================================== */
 /* POSIX                                                                    */
@@ -212,4 +214,14 @@ int rl_closesocket(int fd) { return close(fd); }
 int rl_sock_errno_from(int code) { errno = code; return code; }
 
 int rl_sock_errno(void) { return errno; }
+
+static unsigned fork_count;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static void fork_in_child(void) { fork_count++; }   /* one thread exists here */
+static void fork_register(void) { pthread_atfork(NULL, NULL, fork_in_child); }
+
+unsigned rl_fork_count(void) {
+    pthread_once(&fork_once, fork_register);
+    return rl_atomic_load(&fork_count, RL_RELAXED);
+}
 #endif

@@ -186,6 +186,13 @@ typedef RL_THREAD_RESULT (RL_THREAD_CALL *rl_thread_fn)(void *);
 int rl_thread_create(rl_thread *t, rl_thread_fn fn, void *arg);
 void rl_thread_join(rl_thread t);
 
+/* How many fork()s lie between the process that first called this and the
+ * caller: 0 there, 1 in its child, ... (an at-fork handler counts them,
+ * registered on the first call; always 0 on Windows). A node records it when
+ * created; a caller whose count differs is a forked child, where the node's
+ * locks and threads are the parent's. Thread-safe. */
+unsigned rl_fork_count(void);
+
 /* ---- sockets -------------------------------------------------------------- */
 /* Start the socket library once (Winsock 2.2; nothing elsewhere). Returns 0,
  * or -1. Every rl_sock function that makes a socket or resolves a name

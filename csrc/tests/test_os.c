@@ -12,6 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if !defined(_WIN32)
+#include <sys/wait.h>
+#include <unistd.h>
+#endif
 
 /* ---- clock, sleep, condition variables ------------------------------------ */
 static void test_os_clock_sleep(void) {
@@ -332,7 +336,27 @@ static void test_sock_local(void) {
 #endif
 }
 
+/* A forked child counts one fork more than its parent; the parent's count
+ * does not change. */
+static void test_os_fork_count(void) {
+    unsigned before = rl_fork_count();
+    CHECK_EQ(rl_fork_count(), before);
+#if !defined(_WIN32)
+    fflush(stdout);
+    pid_t pid = fork();
+    if (!CHECK(pid >= 0)) return;
+    if (pid == 0) _exit(rl_fork_count() == before + 1 ? 0 : 1);
+    int st = 0;
+    CHECK_EQ(waitpid(pid, &st, 0), pid);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK_EQ(rl_fork_count(), before);
+#else
+    CHECK_EQ(before, 0);
+#endif
+}
+
 static const rl_test os_tests[] = {
+    RL_TEST(test_os_fork_count),
     RL_TEST(test_os_clock_sleep),
     RL_TEST(test_os_cond_timeout),
     RL_TEST(test_os_threads_atomics),
