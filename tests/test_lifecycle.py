@@ -773,6 +773,25 @@ def _wait_child(pid):
     pytest.fail("the forked child hung")
 
 
+def _in_forked_child(check) -> int:
+    """Fork; the child runs check() -> exit code (0: passed) and never
+    returns into pytest (an exception: 3). Returns the child's exit code."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # fork() with threads, 3.12+
+        pid = os.fork()
+    if pid == 0:
+        code = 3
+        try:
+            code = check()
+        except BaseException:  # noqa: BLE001 - reported through the exit status
+            code = 3
+        finally:
+            os._exit(code)
+    status = _wait_child(pid)
+    assert os.WIFEXITED(status), status
+    return os.WEXITSTATUS(status)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
 def test_fork_child_drops_inherited_arrays_without_the_parents_link(learner, actor):
     """A learner that forks (a data-loader worker, say) while it holds
@@ -785,22 +804,12 @@ def test_fork_child_drops_inherited_arrays_without_the_parents_link(learner, act
     for i in range(3):
         actor.send_trajectory({"i": i, "x": np.full(1 << 15, i, dtype=np.float32)}, timeout=T)
         kept.append(learner.receive(timeout=T))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)   # fork() with threads, 3.12+
-        pid = os.fork()
-    if pid == 0:   # child: report through the exit status only
-        code = 1
-        try:
-            ok = all((d["x"] == d["i"]).all() for d in kept)
-            kept.clear()
-            gc.collect()
-            code = 0 if ok else 2
-        except BaseException:  # noqa: BLE001
-            code = 3
-        finally:
-            os._exit(code)
-    status = _wait_child(pid)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    def child():
+        ok = all((d["x"] == d["i"]).all() for d in kept)
+        kept.clear()
+        gc.collect()
+        return 0 if ok else 2
+    assert _in_forked_child(child) == 0
     for d in kept:
         assert (d["x"] == d["i"]).all()
     kept.clear()
@@ -814,39 +823,27 @@ def test_fork_child_drops_inherited_arrays_without_the_parents_link(learner, act
 def test_fork_child_cannot_use_parent_nodes(learner, actor):
     actor.send_trajectory({"before": "fork"}, timeout=T)
     assert learner.receive(timeout=T) == {"before": "fork"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)   # fork() with threads, 3.12+
-        pid = os.fork()
-    if pid == 0:   # child: report through the exit status only, never return into pytest
-        code = 1
-        try:
-            checks = [
-                lambda: actor.send_trajectory({"from": "child"}, timeout=1),
-                lambda: actor.wait_parameters(timeout=1),
-                lambda: actor.receive(timeout=1),
-                lambda: actor.request({"q": 1}, timeout=1),
-                lambda: learner.receive(timeout=1),
-                lambda: learner.publish_parameters({"p": 1}),
-                lambda: learner.send(1, {"x": 1}, timeout=1),
-            ]
-            code = 0
-            for i, check in enumerate(checks):
-                try:
-                    check()
-                    code = 10 + i          # did not raise
-                    break
-                except rlink.ClosedError:
-                    pass
-            if code == 0:
-                actor.close()      # must neither hang nor disturb the parent
-                learner.close()
-        except BaseException:  # noqa: BLE001
-            code = 3
-        finally:
-            os._exit(code)
-    status = _wait_child(pid)
-    assert os.WIFEXITED(status), status
-    assert os.WEXITSTATUS(status) == 0, f"child check failed with code {os.WEXITSTATUS(status)}"
+    def child():
+        checks = [
+            lambda: actor.send_trajectory({"from": "child"}, timeout=1),
+            lambda: actor.wait_parameters(timeout=1),
+            lambda: actor.receive(timeout=1),
+            lambda: actor.request({"q": 1}, timeout=1),
+            lambda: learner.receive(timeout=1),
+            lambda: learner.publish_parameters({"p": 1}),
+            lambda: learner.send(1, {"x": 1}, timeout=1),
+        ]
+        for i, check in enumerate(checks):
+            try:
+                check()
+                return 10 + i          # did not raise
+            except rlink.ClosedError:
+                pass
+        actor.close()      # must neither hang nor disturb the parent
+        learner.close()
+        return 0
+    code = _in_forked_child(child)
+    assert code == 0, f"child check failed with code {code}"
     # the parent's nodes still work, both ways
     actor.send_trajectory({"after": "fork"}, timeout=T)
     assert learner.receive(timeout=T) == {"after": "fork"}
@@ -1075,23 +1072,13 @@ def test_receiver_limit_lower_than_senders(wait_until):
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
 def test_fork_child_can_create_new_nodes(learner, actor):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            with rlink.LearnerNode(port=0) as l2, \
-                    rlink.ActorNode(l2.address, connect_timeout=5) as a2:
-                a2.send_trajectory({"child": np.arange(5)}, timeout=5)
-                got = l2.receive(timeout=5)
-                code = 0 if np.array_equal(got["child"], np.arange(5)) else 2
-        except BaseException:  # noqa: BLE001
-            code = 3
-        finally:
-            os._exit(code)
-    status = _wait_child(pid)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    def child():
+        with rlink.LearnerNode(port=0) as l2, \
+                rlink.ActorNode(l2.address, connect_timeout=5) as a2:
+            a2.send_trajectory({"child": np.arange(5)}, timeout=5)
+            got = l2.receive(timeout=5)
+            return 0 if np.array_equal(got["child"], np.arange(5)) else 2
+    assert _in_forked_child(child) == 0
     actor.send_trajectory({"parent": 1}, timeout=T)
     assert learner.receive(timeout=T) == {"parent": 1}
 
