@@ -118,6 +118,7 @@ typedef struct rl_session {
     uint64_t consumed;         /* highest seq the application has taken */
     uint64_t ack_sent;         /* highest ack sent */
     uint64_t owed_bytes;       /* meta and data taken since that ack */
+    uint64_t owed_slot_bytes;  /* of them, data in the actor's slots */
     int attached;              /* has an open connection */
     size_t queued;             /* its messages still in the receive queue */
     long long detached_ms;
@@ -127,11 +128,16 @@ typedef struct rl_session {
 /* Learner: parameter versions alive at once in its shared region (a bit
  * per slot in rl_conn.pshm_held). */
 #define PSLOTS 64
-/* Wake the learner's I/O thread to acknowledge once this many messages, or
- * this many bytes of them, are owed: the actor holds each one (and, on one
- * host, its slot of shared memory) until then. */
+/* The learner acknowledges what its application took (PROTOCOL.md 9.3) at
+ * once when a session is owed ACK_EVERY messages, ACK_SLOT_BYTES of data
+ * lying in the actor's shared-memory slots (it cannot reuse a slot before)
+ * or ACK_BYTES in all; otherwise ACK_DELAY_MS after the first owed message
+ * was taken. An ack at every I/O wake-up cost the actor a thread wake-up,
+ * and its writing thread the socket's lock, per large message. */
 #define ACK_EVERY 256
-#define ACK_BYTES ((uint64_t)4 << 20)
+#define ACK_SLOT_BYTES ((uint64_t)4 << 20)
+#define ACK_BYTES ((uint64_t)32 << 20)
+#define ACK_DELAY_MS 2
 /* Same-host shared memory (PROTOCOL.md 2.2): memfd and sealing are Linux's. */
 /* A receiver maps at most this much address space for one peer's region. */
 #define SHM_MAX_REGION ((uint64_t)1 << 34)
@@ -140,17 +146,20 @@ typedef struct rl_session {
 #else
 #define SHM_AVAILABLE 0
 #endif
-/* An acknowledged small frame's buffer is kept for the next one (a malloc
- * and a free less per message): at most RET_POOL_MAX buffers of at most
- * RET_POOL_BUF bytes each, RET_POOL_BYTES in all, per node. */
-#define RET_POOL_MAX 1024
-#define RET_POOL_BUF (16u * 1024u)
-#define RET_POOL_BYTES ((size_t)1 << 20)
+/* Retained frames of up to RET_PACK_MAX bytes are packed one after another
+ * into shared RET_CHUNK-byte buffers (each frame holds a reference to its
+ * chunk): no malloc and free per small message, and consecutive frames
+ * leave in one iovec. A chunk is freed, into the frame cache, when its last
+ * frame is acknowledged and written; a larger frame has a buffer of its own. */
+#define RET_CHUNK (64u * 1024u)
+#define RET_PACK_MAX (16u * 1024u)
 
 typedef struct retained_frame {
     uint64_t seq;
-    rl_buf *buf;               /* the frame, header included: whole, or (shm set)
-                                  header and meta of a shared-memory frame */
+    rl_buf *buf;               /* a reference to the buffer (or chunk) that holds it */
+    uint8_t *data;             /* the frame in buf, header included: whole, or (shm
+                                  set) header and meta of a shared-memory frame */
+    size_t len;
     int queued;                /* was put on a connection (may have been delivered) */
     int released;              /* shm: the learner gave the slot back before the ack */
     rl_conn *shm;              /* a reference to the link whose region holds the
@@ -234,15 +243,16 @@ struct rl_node {
     uint64_t ret_bytes;
     int ret_waiters;           /* threads waiting for the window to shrink */
     uint64_t wake_seq;         /* atomic: bumped with every broadcast of cv */
-    rl_buf *ret_pool[RET_POOL_MAX];   /* acknowledged small frames' buffers, for reuse */
-    int ret_pool_n;
-    size_t ret_pool_bytes;
+    rl_buf *ret_chunk;         /* the chunk small frames are packed into now (its
+                                  len: the bytes taken), or NULL */
 
     /* learner, reliable mode (under mu) */
     rl_session **sessions;
     int nsessions, capsessions;
     int ack_dirty;             /* the application took sequenced messages */
-    int ack_wake_sent;         /* the I/O thread was woken to acknowledge them */
+    int ack_urgent;            /* acknowledge them now (and the I/O thread was woken) */
+    int ack_slots;             /* some of them hold slots of an actor's region */
+    long long ack_first_ms;    /* when ack_dirty was set */
     long long last_ack_wake_ms;
 
     /* counters (atomic) */
@@ -677,30 +687,30 @@ static int shm_put(rl_shm_region *r, rl_header *h, const rl_iov *iov, int iovcnt
     return k;
 }
 
-/* A frame body into b after the header room, with its CRC32C (returned);
- * b->len becomes the frame's length. The caller fills in and encodes the
- * header. A large body is copied and checksummed in one pass over the
- * source; a small one (a few short pieces: keys, scalars) is gathered
- * first and checksummed in one call, which costs less than a call per
- * piece with its byte-wise tail. */
+/* A frame body into frame[] after the header room; returns its CRC32C and
+ * the frame's length in *len. The caller fills in and encodes the header.
+ * A large body is copied and checksummed in one pass over the source; a
+ * small one (a few short pieces: keys, scalars) is gathered first and
+ * checksummed in one call, which costs less than a call per piece with its
+ * byte-wise tail. */
 #define BODY_GATHER_MAX 4096
-static uint32_t body_copy(rl_buf *b, const rl_iov *iov, int iovcnt) {
+static uint32_t body_copy(uint8_t *frame, const rl_iov *iov, int iovcnt, size_t *len) {
     size_t off = RL_HEADER_SIZE, total = 0;
     uint32_t crc = 0;
     for (int i = 0; i < iovcnt; i++) total += iov[i].len;
     if (total <= BODY_GATHER_MAX) {
         for (int i = 0; i < iovcnt; i++) {
-            if (iov[i].len) memcpy(b->data + off, iov[i].base, iov[i].len);
+            if (iov[i].len) memcpy(frame + off, iov[i].base, iov[i].len);
             off += iov[i].len;
         }
-        crc = rl_crc32c(0, b->data + RL_HEADER_SIZE, total);
+        crc = rl_crc32c(0, frame + RL_HEADER_SIZE, total);
     } else {
         for (int i = 0; i < iovcnt; i++) {
-            crc = rl_crc32c_copy(crc, b->data + off, iov[i].base, iov[i].len);
+            crc = rl_crc32c_copy(crc, frame + off, iov[i].base, iov[i].len);
             off += iov[i].len;
         }
     }
-    b->len = off;
+    *len = off;
     return crc;
 }
 
@@ -720,20 +730,22 @@ static int retained_whole(rl_node *n, retained_frame *rf) {
     static const uint8_t zeros[RL_ALIGN];
     rl_header h;
     if (!rf->shm) return 0;
-    if (rl_header_decode(rf->buf->data, UINT64_MAX, &h) != RL_OK) return RL_EPROTO;  /* ours */
+    if (rl_header_decode(rf->data, UINT64_MAX, &h) != RL_OK) return RL_EPROTO;  /* ours */
     size_t pad = rl_frame_pad(&h);
-    rl_iov iov[3] = {{rf->buf->data + RL_HEADER_SIZE, (size_t)h.meta_len},
+    rl_iov iov[3] = {{rf->data + RL_HEADER_SIZE, (size_t)h.meta_len},
                      {zeros, pad},
                      {rl_shm_base(rf->shm->shm_out) + rf->shm_off, (size_t)h.data_len}};
     rl_buf *b = rl_buf_new(RL_HEADER_SIZE + (size_t)h.meta_len + pad + (size_t)h.data_len);
     if (!b) return RL_ENOMEM;
-    h.crc = body_copy(b, iov, 3);
+    h.crc = body_copy(b->data, iov, 3, &b->len);
     h.flags &= (uint8_t)~RL_FLAG_SHM;
     h.ack = 0;
     rl_header_encode(&h, b->data);
-    n->ret_bytes += b->len - rf->buf->len;
+    n->ret_bytes += b->len - rf->len;
     rl_buf_unref(rf->buf);   /* a ring may still hold it */
     rf->buf = b;
+    rf->data = b->data;
+    rf->len = b->len;
     /* the old link's region is never allocated from again; freed with it */
     conn_unref(rf->shm);
     rf->shm = NULL;
@@ -792,6 +804,7 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
     /* Back-pressure on the un-acked window (not under rel_mu: the reconnect
      * that would free it needs rel_mu). */
     rl_buf *b = NULL;
+    uint8_t *frame = NULL;
     rl_mutex_lock(&n->mu);
     n->ret_waiters++;
     while (!n->closing && !n->failed && n->ret_n > 0 &&
@@ -801,25 +814,32 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
     n->ret_waiters--;
     if (!rc && n->closing) rc = RL_ECLOSED;
     if (!rc && n->failed) rc = RL_ECONNLOST;
-    if (!rc && n->ret_pool_n && n->ret_pool[n->ret_pool_n - 1]->cap >= total) {
-        b = n->ret_pool[--n->ret_pool_n];
-        n->ret_pool_bytes -= b->cap;
+    if (!rc && total <= RET_PACK_MAX) {   /* take room in the chunk */
+        rl_buf *ch = n->ret_chunk;
+        if (!ch || ch->cap - ch->len < total) {
+            ch = rl_buf_new(RET_CHUNK);
+            if (ch) {
+                rl_buf_unref(n->ret_chunk);
+                n->ret_chunk = ch;
+            }
+        }
+        if (ch) {
+            b = rl_buf_ref(ch);
+            frame = ch->data + ch->len;
+            ch->len += (size_t)total;
+        }
     }
     rl_mutex_unlock(&n->mu);
     if (rc) { shm_unput(sc, &h); return rc; }
 
     /* Copy and checksum the body outside every lock. */
     if (!b) {
-        /* small frames get a size class, so that the pool fits the next one */
-        size_t cap = (size_t)total;
-        if (cap <= RET_POOL_BUF) {
-            cap = 256;
-            while (cap < total) cap *= 2;
-        }
-        b = rl_buf_new(cap);
+        b = rl_buf_new((size_t)total);
         if (!b) { shm_unput(sc, &h); return RL_ENOMEM; }
+        frame = b->data;
     }
-    uint32_t bcrc = body_copy(b, iov, iovcnt);
+    size_t flen;
+    uint32_t bcrc = body_copy(frame, iov, iovcnt, &flen);
     h.flags |= RL_FLAG_CHECKSUM;
     h.crc = 0;
 
@@ -827,7 +847,7 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
     rl_mutex_lock(&n->mu);
     h.seq = ++n->next_seq;
     h.crc = bcrc;
-    rl_header_encode(&h, b->data);
+    rl_header_encode(&h, frame);
     if (n->ret_n == n->ret_cap) {
         size_t cap = n->ret_cap ? n->ret_cap * 2 : 256;
         retained_frame *v = malloc(cap * sizeof *v);
@@ -846,10 +866,11 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
         n->ret_head = 0;
     }
     retained_frame *rf = &n->ret[(n->ret_head + n->ret_n) % n->ret_cap];
-    *rf = (retained_frame){h.seq, b, 0, 0, sc, h.ack};   /* takes sc's reference */
+    /* takes b's and sc's references */
+    *rf = (retained_frame){h.seq, b, frame, flen, 0, 0, sc, h.ack};
     n->ret_n++;
     if (sc) n->ret_shm++;
-    n->ret_bytes += b->len;
+    n->ret_bytes += flen;
     rl_conn *c = table_find(n, 0, 1);
     /* reconnected since the slot was taken: this link goes without it (on
      * failure it gets nothing; the gap makes the learner reconnect) */
@@ -858,7 +879,8 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
         conn_ref(c);
         rf->queued = 1;
         b = rf->buf;
-        total = b->len;
+        frame = rf->data;
+        total = rf->len;
     }
     rl_mutex_unlock(&n->mu);
     STAT_ADD(n, st_sent, 1);
@@ -867,10 +889,10 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
         rl_mutex_lock(&c->send_mu);
         if (!c->closed) {
             int had_out = c->want_out;
-            /* the ring shares the retained buffer: no second copy, no chunk */
-            if (ring_put_ref(c, b, b->data, b->len) == 0) {
+            /* the ring shares the retained buffer: no second copy */
+            if (ring_put_ref(c, b, frame, (size_t)total) == 0) {
                 ring_mark_message(c);
-                CONN_COUNT(c, msgs_out, frame_bytes_out, b->len);
+                CONN_COUNT(c, msgs_out, frame_bytes_out, total);
                 c->last_seq = h.seq;
                 /* write now from this thread unless a batch is building up */
                 long long t = rl_mono_ns();
@@ -1051,7 +1073,7 @@ static rl_buf *params_frame(rl_header h, const rl_iov *iov, int iovcnt) {
     for (int i = 0; i < iovcnt; i++) total += iov[i].len;
     rl_buf *b = rl_buf_new((size_t)total);
     if (!b) return NULL;
-    uint32_t crc = body_copy(b, iov, iovcnt);
+    uint32_t crc = body_copy(b->data, iov, iovcnt, &b->len);
     h.flags = (uint8_t)((h.flags & ~RL_FLAG_SHM) | RL_FLAG_CHECKSUM);
     h.seq = h.ack = 0;
     h.crc = crc;
@@ -1264,7 +1286,7 @@ int rl_node_publish(rl_node *n, const rl_header *hin, const rl_iov *iov, int iov
                             (int)(sizeof wire / sizeof wire[0]));
         small = k < 0 ? NULL : rl_buf_new(RL_HEADER_SIZE + (size_t)h.meta_len);
         if (small) {
-            sh.crc = body_copy(small, wire, k);
+            sh.crc = body_copy(small->data, wire, k, &small->len);
             sh.flags = RL_FLAG_SHM | RL_FLAG_CHECKSUM;
             sh.ack = n->pslot[slot].off;
             rl_header_encode(&sh, small->data);
@@ -1421,23 +1443,13 @@ static void take_ack(rl_node *n, uint64_t ack) {
         n->acked = ack;
         while (n->ret_n && n->ret[n->ret_head].seq <= ack) {
             retained_frame *r = &n->ret[n->ret_head];
-            rl_buf *b = r->buf;
-            n->ret_bytes -= b->len;
+            n->ret_bytes -= r->len;
             if (r->shm) {
                 if (r->released) rl_shm_release(r->shm->shm_out, r->shm_off);
                 conn_unref(r->shm);
                 n->ret_shm--;
             }
-            /* the only reference (no ring holds it) to a small buffer: keep it */
-            if (b->cap <= RET_POOL_BUF && n->ret_pool_n < RET_POOL_MAX &&
-                n->ret_pool_bytes + b->cap <= RET_POOL_BYTES &&
-                rl_atomic_load(&b->refs, RL_ACQUIRE) == 1) {
-                b->len = 0;
-                n->ret_pool[n->ret_pool_n++] = b;
-                n->ret_pool_bytes += b->cap;
-            } else {
-                rl_buf_unref(b);
-            }
+            rl_buf_unref(r->buf);
             n->ret_head = (n->ret_head + 1) % n->ret_cap;
             n->ret_n--;
         }
@@ -1734,7 +1746,9 @@ static int open_conn(rl_node *n, rl_conn *c, const rl_hello *peer, const char **
         sess->attached = 1;
         if (sess->consumed) {   /* the last ack may have died with the old link */
             sess->ack_sent = 0;
+            if (!n->ack_dirty) n->ack_first_ms = rl_now_ms();
             n->ack_dirty = 1;
+            n->ack_urgent = 1;   /* this thread: its next turn sends it */
         }
         c->sess = sess;
         c->reliable = 1;
@@ -2127,18 +2141,23 @@ static RL_THREAD_RESULT RL_THREAD_CALL io_main(void *arg) {
         int ns = 0;
         long long next_deadline = -1;
         int pending_out = 0;
-        int ack_dirty = n->ack_dirty;
-        n->ack_dirty = 0;
-        n->ack_wake_sent = 0;
+        int ack_due = n->ack_dirty && (closing || n->ack_urgent || n->ack_slots ||
+                                       now - n->ack_first_ms >= ACK_DELAY_MS);
+        if (ack_due) {
+            n->ack_dirty = 0;
+            n->ack_urgent = 0;
+            n->ack_slots = 0;
+        }
         for (int i = 0; i < n->nconns && i < snap_cap && i < ack_cap; i++) {
             rl_conn *c = n->conns[i];
             snap[ns] = conn_ref(c);
             acks[ns] = 0;
             /* acknowledge what the application took since the last ack */
-            if (ack_dirty && c->sess && c->sess->consumed > c->sess->ack_sent) {
+            if (ack_due && c->sess && c->sess->consumed > c->sess->ack_sent) {
                 acks[ns] = c->sess->consumed;
                 c->sess->ack_sent = c->sess->consumed;
                 c->sess->owed_bytes = 0;
+                c->sess->owed_slot_bytes = 0;
             }
             ns++;
         }
@@ -2205,6 +2224,12 @@ static RL_THREAD_RESULT RL_THREAD_CALL io_main(void *arg) {
 
         int timeout = n->cfg.heartbeat_ms > 0 && n->cfg.heartbeat_ms < 1000 ? n->cfg.heartbeat_ms : 1000;
         if (n->nsessions) timeout = timeout < 5 ? timeout : 5;   /* acks stay prompt */
+        rl_mutex_lock(&n->mu);
+        if (n->ack_dirty) {   /* owed since this turn's snapshot */
+            long long t = n->ack_urgent || n->ack_slots ? 0 : n->ack_first_ms + ACK_DELAY_MS - now;
+            if (t < timeout) timeout = t < 0 ? 0 : (int)t;
+        }
+        rl_mutex_unlock(&n->mu);
         if (next_deadline >= 0) {
             long long t = next_deadline - now;
             if (t < timeout) timeout = t < 0 ? 0 : (int)t;
@@ -2558,11 +2583,11 @@ static int attach_conn(rl_node *n, int fd, int local, const rl_hello *peer) {
              * gets the whole frame */
             rc = retained_whole(n, r);
             if (rc) break;
-            if (restarted && r->queued && !(r->buf->data[1] & RL_FLAG_REDELIVERED)) {
-                r->buf->data[1] |= RL_FLAG_REDELIVERED;
-                reseal_header(r->buf->data);
+            if (restarted && r->queued && !(r->data[1] & RL_FLAG_REDELIVERED)) {
+                r->data[1] |= RL_FLAG_REDELIVERED;
+                reseal_header(r->data);
             }
-            if (ring_put_ref(c, r->buf, r->buf->data, r->buf->len) == 0) ring_mark_message(c);
+            if (ring_put_ref(c, r->buf, r->data, r->len) == 0) ring_mark_message(c);
             r->queued = 1;
             c->last_seq = r->seq;
         }
@@ -2716,7 +2741,7 @@ int rl_node_recv(rl_node *n, int qi, rl_msg **out, int max, int timeout_ms) {
     for (;;) {
         if (n->closing) { rc = RL_ECLOSED; break; }
         if (n->q[qi].head) {
-            int k = 0, ack_wake = 0;
+            int k = 0, ack_now = 0, slots_owed = 0;
             while (k < max && n->q[qi].head) {
                 rl_msg *m = q_unlink(n, qi, NULL, n->q[qi].head);
                 rl_session *sess = m->session;
@@ -2724,27 +2749,37 @@ int rl_node_recv(rl_node *n, int qi, rl_msg **out, int max, int timeout_ms) {
                     if (m->hdr.seq > sess->consumed) sess->consumed = m->hdr.seq;
                     rl_atomic_sub(&sess->queued, 1, RL_RELAXED);
                     m->session = NULL;
+                    if (!n->ack_dirty) n->ack_first_ms = rl_now_ms();
                     n->ack_dirty = 1;
                     sess->owed_bytes += m->hdr.meta_len + m->hdr.data_len;
-                    if (sess->consumed - sess->ack_sent >= ACK_EVERY || sess->owed_bytes >= ACK_BYTES)
-                        ack_wake = 1;
+                    if (m->hdr.flags & RL_FLAG_SHM) sess->owed_slot_bytes += m->hdr.data_len;
+                    if (sess->consumed - sess->ack_sent >= ACK_EVERY || sess->owed_bytes >= ACK_BYTES ||
+                        sess->owed_slot_bytes >= ACK_SLOT_BYTES)
+                        ack_now = 1;
+                    slots_owed |= sess->owed_slot_bytes > 0;
                 }
                 out[k++] = m;
             }
-            /* Acks ride on the I/O thread's own wake-ups while traffic
-             * flows. Wake it when many are owed, or when the queue ran dry
-             * (the application caught up) at most once a millisecond:
-             * a fast consumer that empties the queue on every call would
-             * otherwise cost two thread wake-ups per call. A rate-limited
-             * ack goes out with the next read or within the I/O thread's
-             * poll interval. */
-            if (n->ack_dirty && !n->ack_wake_sent && (ack_wake || !n->q[qi].head)) {
+            /* Slots come back to the actor only with the ack: while any
+             * are owed, the I/O thread acknowledges at every turn, and
+             * when the application has caught up (the queue ran dry) it is
+             * woken to, at most once a millisecond (a consumer that empties
+             * the queue at every call would otherwise cost two thread
+             * wake-ups per call). Otherwise it acknowledges ACK_DELAY_MS
+             * after the first owed message, on its own (its poll timeout is
+             * bounded by that while acks are owed, and by 5 ms while
+             * sessions exist): batched, with no thread wake-up per call. */
+            if (slots_owed) n->ack_slots = 1;
+            if (!ack_now && slots_owed && !n->q[qi].head && !n->ack_urgent) {
                 long long t = rl_now_ms();
-                if (ack_wake || t - n->last_ack_wake_ms >= 1) {
-                    n->ack_wake_sent = 1;
+                if (t - n->last_ack_wake_ms >= 1) {
                     n->last_ack_wake_ms = t;
-                    rl_waker_wake(&n->waker);
+                    ack_now = 1;
                 }
+            }
+            if (ack_now && !n->ack_urgent) {
+                n->ack_urgent = 1;
+                rl_waker_wake(&n->waker);
             }
             after_pop(n);
             rc = k;
@@ -2893,7 +2928,7 @@ void rl_node_destroy(rl_node *n) {
         rl_buf_unref(r->buf);
         if (r->shm) conn_unref(r->shm);
     }
-    for (int i = 0; i < n->ret_pool_n; i++) rl_buf_unref(n->ret_pool[i]);
+    rl_buf_unref(n->ret_chunk);
     free(n->ret);
     for (int i = 0; i < n->nsessions; i++) free(n->sessions[i]);
     free(n->sessions);

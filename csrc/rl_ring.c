@@ -145,6 +145,12 @@ static rl_seg *ring_tail(rl_ring *r) {
 }
 
 int rl_ring_push_ref(rl_ring *r, rl_buf *b, const uint8_t *p, size_t n) {
+    rl_seg *t = ring_tail(r);
+    if (t && t->owner == b && t->p + t->len == p) {   /* the bytes right after the tail's */
+        t->len += n;
+        r->bytes += n;
+        return 0;
+    }
     if (ring_grow(r)) return RL_ENOMEM;
     rl_seg *s = &r->segs[(r->head + r->count) % r->cap];
     s->p = p;

@@ -60,7 +60,8 @@ void rl_ring_free(rl_ring *r);
 /* Copy n bytes at p onto the tail, coalescing into the last chunk when it
  * has room. Returns 0 or RL_ENOMEM (then nothing was added). */
 int rl_ring_push_copy(rl_ring *r, const void *p, size_t n);
-/* Append a segment referring to [p, p+n) inside b (takes a new reference). */
+/* Append a segment referring to [p, p+n) inside b (takes a new reference),
+ * or extend the tail segment if it refers to b and ends at p. */
 int rl_ring_push_ref(rl_ring *r, rl_buf *b, const uint8_t *p, size_t n);
 
 /* Fill up to max iovec-like pairs (base, len) with the head segments; returns

@@ -115,6 +115,43 @@ static void test_ring_shared_buffer(void) {
     rl_ring_free(&r2);
 }
 
+static void test_ring_ref_slices_coalesce(void) {
+    /* frames packed one after another in one buffer (the retained window's
+     * chunks) leave as one segment; a gap or another buffer starts a new one */
+    rl_buf *b = rl_buf_new(300), *o = rl_buf_new(10);
+    if (!CHECK(b != NULL && o != NULL)) { rl_buf_unref(b); rl_buf_unref(o); return; }
+    for (int i = 0; i < 300; i++) b->data[i] = (uint8_t)i;
+    rl_ring r;
+    rl_ring_init(&r);
+    CHECK_EQ(rl_ring_push_ref(&r, b, b->data, 100), 0);
+    CHECK_EQ(rl_ring_push_ref(&r, b, b->data + 100, 50), 0);
+    CHECK_EQU(r.count, 1);
+    CHECK_EQ(b->refs, 2);   /* one reference for the merged segment */
+    CHECK_EQ(rl_ring_push_ref(&r, b, b->data + 200, 50), 0);   /* a gap */
+    CHECK_EQ(rl_ring_push_ref(&r, o, o->data, 10), 0);
+    CHECK_EQ(rl_ring_push_ref(&r, b, b->data + 250, 50), 0);   /* after another buffer */
+    CHECK_EQU(r.count, 4);
+    CHECK_EQU(r.bytes, 260);
+    void *bases[8];
+    size_t lens[8];
+    CHECK_EQ(rl_ring_peek(&r, bases, lens, 8), 4);
+    CHECK(bases[0] == b->data && lens[0] == 150);
+    /* a partly written head still takes the bytes after it */
+    rl_ring_consume(&r, 260);
+    CHECK_EQ(rl_ring_push_ref(&r, b, b->data, 10), 0);
+    rl_ring_consume(&r, 4);
+    CHECK_EQ(rl_ring_push_ref(&r, b, b->data + 10, 20), 0);
+    CHECK_EQU(r.count, 1);
+    CHECK_EQ(rl_ring_peek(&r, bases, lens, 8), 1);
+    CHECK(bases[0] == b->data + 4 && lens[0] == 26);
+    rl_ring_consume(&r, 26);
+    CHECK_EQ(b->refs, 1);
+    CHECK_EQ(o->refs, 1);
+    rl_buf_unref(b);
+    rl_buf_unref(o);
+    rl_ring_free(&r);
+}
+
 static void test_ring_empty_ops(void) {
     rl_ring r;
     rl_ring_init(&r);
@@ -132,6 +169,7 @@ static const rl_test ring_tests[] = {
     RL_TEST(test_ring_order_and_coalescing),
     RL_TEST(test_ring_interleaved),
     RL_TEST(test_ring_shared_buffer),
+    RL_TEST(test_ring_ref_slices_coalesce),
     RL_TEST(test_ring_empty_ops),
 };
 
