@@ -24,12 +24,20 @@ static struct { uint8_t *p; size_t cap; } frame_cache[FRAME_CACHE_SLOTS];
 static int frame_cache_n;
 static size_t frame_cache_bytes;
 
+/* frame_cache_mu held; keeps the others in the order they were freed */
+static void cache_remove(int i) {
+    memmove(&frame_cache[i], &frame_cache[i + 1], (size_t)(frame_cache_n - i - 1) * sizeof frame_cache[0]);
+    frame_cache_n--;
+}
+
 uint8_t *rl_mem_alloc(size_t size, size_t *cap) {
     size_t want = (size + 63) & ~(size_t)63;
     if (want >= FRAME_CACHE_MIN) {
         rl_mutex_lock(&frame_cache_mu);
+        /* the smallest that fits; of equal ones the latest freed, whose
+         * bytes are likeliest still in cache */
         int best = -1;
-        for (int i = 0; i < frame_cache_n; i++) {
+        for (int i = frame_cache_n - 1; i >= 0; i--) {
             size_t c = frame_cache[i].cap;
             if (c >= want && c / 2 <= want && (best < 0 || c < frame_cache[best].cap)) best = i;
         }
@@ -37,7 +45,7 @@ uint8_t *rl_mem_alloc(size_t size, size_t *cap) {
             uint8_t *p = frame_cache[best].p;
             *cap = frame_cache[best].cap;
             frame_cache_bytes -= *cap;
-            frame_cache[best] = frame_cache[--frame_cache_n];
+            cache_remove(best);
             rl_mutex_unlock(&frame_cache_mu);
             return p;
         }
@@ -59,7 +67,7 @@ void rl_mem_free(uint8_t *p, size_t cap) {
             if (small >= 0 && frame_cache[small].cap < cap && cap <= FRAME_CACHE_BYTES) {
                 rl_aligned_free(frame_cache[small].p);
                 frame_cache_bytes -= frame_cache[small].cap;
-                frame_cache[small] = frame_cache[--frame_cache_n];
+                cache_remove(small);
             }
         }
         if (frame_cache_n < FRAME_CACHE_SLOTS && frame_cache_bytes + cap <= FRAME_CACHE_BYTES) {

@@ -152,6 +152,31 @@ static void test_ring_ref_slices_coalesce(void) {
     rl_ring_free(&r);
 }
 
+static void test_mem_cache_reuses_the_latest_freed(void) {
+    /* a large block comes back from the cache: the one freed last (its
+     * bytes likeliest in cache), the smallest that fits, never one more
+     * than twice the size asked for */
+    size_t ca, cb, cc, cx;
+    uint8_t *a = rl_mem_alloc(1u << 20, &ca), *b = rl_mem_alloc(1u << 20, &cb);
+    uint8_t *c = rl_mem_alloc(3u << 20, &cc);
+    if (!CHECK(a && b && c)) { rl_mem_free(a, ca); rl_mem_free(b, cb); rl_mem_free(c, cc); return; }
+    rl_mem_free(a, ca);
+    rl_mem_free(b, cb);
+    rl_mem_free(c, cc);
+    uint8_t *x = rl_mem_alloc(1u << 20, &cx);
+    CHECK(x == b && cx == cb);
+    uint8_t *y = rl_mem_alloc(1u << 20, &cx);
+    CHECK(y == a);
+    uint8_t *z = rl_mem_alloc(1u << 20, &cx);   /* c is too large for it */
+    CHECK(z != c);
+    rl_mem_free(x, cb);
+    rl_mem_free(y, ca);
+    rl_mem_free(z, cx);
+    uint8_t *w = rl_mem_alloc(2u << 20, &cx);
+    CHECK(w == c && cx == cc);
+    rl_mem_free(w, cx);
+}
+
 static void test_ring_empty_ops(void) {
     rl_ring r;
     rl_ring_init(&r);
@@ -170,6 +195,7 @@ static const rl_test ring_tests[] = {
     RL_TEST(test_ring_interleaved),
     RL_TEST(test_ring_shared_buffer),
     RL_TEST(test_ring_ref_slices_coalesce),
+    RL_TEST(test_mem_cache_reuses_the_latest_freed),
     RL_TEST(test_ring_empty_ops),
 };
 
