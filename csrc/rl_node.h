@@ -41,7 +41,7 @@ typedef struct rl_msg {
     uint64_t peer_id;         /* node id of the sending peer */
     uint8_t *frame;           /* owned, rl_frame_size(&hdr) bytes */
     uint64_t size;
-    size_t cap;               /* allocated bytes at frame (internal) */
+    size_t cap;               /* allocated bytes at frame; 0: in this block (internal) */
     uint8_t *data;            /* the data section, or NULL: use rl_msg_data */
     void *shm;                /* the connection its shared-memory slot came by (internal) */
     void *shm_map;            /* the mapped region that slot is in (internal) */
@@ -51,6 +51,11 @@ typedef struct rl_msg {
     int body_crc_done;
 } rl_msg;
 
+/* A message for a frame with header *h (copied in): room for the whole
+ * frame at m->frame (64-byte aligned, contents undefined), no data, no
+ * session. NULL on ENOMEM or if the frame cannot fit in memory. Any thread;
+ * the caller owns the result and releases it with rl_msg_free. */
+rl_msg *rl_msg_new(const rl_header *h, uint64_t peer_id);
 /* Release a message (any thread). Large frame buffers are recycled; a
  * shared-memory slot is handed back to its sender. */
 void rl_msg_free(rl_msg *m);

@@ -6,7 +6,7 @@ Its API is private; use rlink.LearnerNode and rlink.ActorNode.
 """
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport malloc, realloc, free
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memset, memcmp
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from cpython.long cimport PyLong_FromLongLong
@@ -14,7 +14,7 @@ from cpython.float cimport PyFloat_FromDouble, PyFloat_AS_DOUBLE
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.dict cimport PyDict_SetItem, PyDict_Next
-from cpython.ref cimport Py_INCREF, PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
 from cpython.exc cimport PyErr_CheckSignals
 
 cimport numpy as cnp
@@ -31,11 +31,6 @@ cdef extern from "numpy/arrayobject.h":
     object PyArray_NewFromDescr(void *subtype, void *descr, int nd, cnp.npy_intp *dims,
                                 cnp.npy_intp *strides, void *data, int flags, PyObject *obj)
     object PyArray_Scalar(void *data, void *descr, PyObject *base)
-
-cdef extern from "rl_ring.h" nogil:
-    # 64-byte-aligned frame memory, released by rl_msg_free (rl_mem_free);
-    # not aligned_alloc, which MSVC lacks and whose memory Windows cannot free().
-    uint8_t *rl_mem_alloc(size_t size, size_t *cap)
 
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
@@ -93,21 +88,57 @@ cdef struct ArrRef:
     const void *data
     uint64_t nbytes
     uint64_t offset
+    PyObject *obj      # a reference to the array, held until release()
+
+
+# numpy's own scalar types (np.float32, np.int64, np.bool_, ...) -> dtype
+# code: a dict lookup on the exact type, and the value read where numpy
+# scalar objects keep it (right after the object header: `obval` in
+# numpy's Py<Type>ScalarObject structs), replace the generic path's subtype
+# walks and descriptor lookups. A type is listed only if, checked at import,
+# that read gives what PyArray_ScalarAsCtype gives; other scalars
+# (np.longlong, subclasses) take the generic path.
+cdef extern from *:
+    """
+    #define RL_SCALAR_OBVAL(o) ((const void *)((const char *)(o) + sizeof(PyObject)))
+    """
+    const void *RL_SCALAR_OBVAL(object o)
+
+cdef dict _SCALAR_CODES = {}
+
+
+cdef void _list_scalar_types() except *:
+    cdef uint64_t via_api[2]
+    cdef uint64_t direct[2]
+    cdef size_t size
+    for code, d in enumerate(_DESCRS):
+        if d is None:
+            continue
+        x = d.type(5)
+        size = rl_dtype_size(code)
+        memset(via_api, 0, sizeof(via_api))
+        memset(direct, 0, sizeof(direct))
+        cnp.PyArray_ScalarAsCtype(x, via_api)
+        memcpy(direct, RL_SCALAR_OBVAL(x), size)
+        if memcmp(via_api, direct, size) == 0:
+            _SCALAR_CODES[d.type] = code
+
+
+_list_scalar_types()
 
 
 cdef class _Encoder:
     """Encodes one message into meta bytes plus a gather list of array data.
 
-    Arrays are referenced, not copied: `keep` holds them alive until the send
-    call that uses the gather list has returned. Not thread-safe; nodes keep a
-    small pool.
+    Arrays are referenced, not copied: `arrs` holds a reference to each
+    until the send call that uses the gather list has returned (release()).
+    Not thread-safe; nodes keep a small pool.
     """
     cdef rl_writer w
     cdef ArrRef *arrs
     cdef Py_ssize_t narrs, arrs_cap
     cdef rl_iov *iov
     cdef int niov, iov_cap
-    cdef list keep
     cdef unsigned max_depth, max_ndim
     cdef uint64_t max_bytes
     cdef uint32_t max_items, max_arrays, max_str
@@ -120,10 +151,10 @@ cdef class _Encoder:
         self.iov = NULL
         self.narrs = self.arrs_cap = 0
         self.niov = self.iov_cap = 0
-        self.keep = []
         self.set_limits(&_DEFAULT_LIMITS)
 
     def __dealloc__(self):
+        self.release()
         rl_writer_free(&self.w)
         free(self.arrs)
         free(self.iov)
@@ -142,15 +173,14 @@ cdef class _Encoder:
         """Encode obj (a dict) and fill self.hdr / self.iov."""
         rl_writer_reset(&self.w)
         self.items = 0
-        self.narrs = 0
+        self.release()
         self.niov = 0
-        self.keep = []
         if not isinstance(obj, dict):
             raise TypeError(f"a message must be a dict with str keys, not {type(obj).__name__}")
         try:
             self._value(obj, 0)
         except _EncodeError as e:
-            self.keep = []
+            self.release()
             path = "".join(reversed(e.path))
             raise e.exc_type(f"message{path}: {e.msg}") from None
         if self.w.failed:
@@ -165,15 +195,21 @@ cdef class _Encoder:
         self.hdr.data_len = self.w.data_len
         cdef uint64_t total = RL_HEADER_SIZE + self.w.len + rl_frame_pad(&self.hdr) + self.w.data_len
         if total > self.max_bytes:
-            self.keep = []
+            self.release()
             raise _errors.MessageTooLargeError(
                 f"message is {total} bytes, over max_message_bytes={self.max_bytes}; "
                 f"raise max_message_bytes on both nodes or split the message")
         self._build_iov()
         return 0
 
-    cdef void release(self):
-        self.keep = []
+    cdef void release(self) noexcept:
+        """Drop the references to the arrays of the last message."""
+        cdef PyObject *o
+        while self.narrs > 0:
+            self.narrs -= 1
+            o = self.arrs[self.narrs].obj
+            self.arrs[self.narrs].obj = NULL
+            Py_XDECREF(o)
 
     cdef int _grow_iov(self, int need) except -1:
         cdef rl_iov *p
@@ -223,7 +259,7 @@ cdef class _Encoder:
         cdef uint64_t shape[32]
         cdef int nd, i
         cdef ArrRef *p
-        if not d.isnative:
+        if not cnp.PyArray_ISNBO(d.byteorder):
             a = a.astype(d.newbyteorder("="))
             d = a.descr
         code = _dtype_code(d)
@@ -253,8 +289,9 @@ cdef class _Encoder:
         self.arrs[self.narrs].data = cnp.PyArray_DATA(a)
         self.arrs[self.narrs].nbytes = nbytes
         self.arrs[self.narrs].offset = rl_write_array(&self.w, code, nd, shape, aflags, nbytes)
+        Py_INCREF(a)
+        self.arrs[self.narrs].obj = <PyObject *>a
         self.narrs += 1
-        self.keep.append(a)
         return 0
 
     cdef int _str(self, object s) except -1:
@@ -279,6 +316,7 @@ cdef class _Encoder:
         cdef PyObject *vp
         cdef const char *ks
         cdef uint64_t scalar_buf[2]
+        cdef int code
         self.items += 1
         if self.items > self.max_items:
             raise _EncodeError(_errors.MessageTooLargeError,
@@ -307,6 +345,11 @@ cdef class _Encoder:
         if obj is None:
             rl_write_none(&self.w)
             return 0
+        if t is not dict:
+            code = _SCALAR_CODES.get(t, 0)
+            if code:
+                rl_write_scalar(&self.w, code, RL_SCALAR_OBVAL(obj))
+                return 0
         if t is dict or (isinstance(obj, dict)):
             if depth >= self.max_depth:
                 raise _EncodeError(ValueError, f"nested deeper than max_depth={self.max_depth}")
@@ -446,11 +489,48 @@ cdef class _Frame:
             self.msg = NULL
 
 
+# Dict keys repeat from message to message (one schema per stream): the str
+# for a key's bytes comes from a small direct-mapped table, found with a
+# multiply-shift hash of its first 8 bytes and a memcmp, instead of decoding
+# it (or hashing a bytes object to look it up) every time. Keys longer than
+# KEY_MAX bytes are decoded. Under the GIL, like every decode.
+cdef enum:
+    KEY_SLOTS = 256
+    KEY_MAX = 32
+
+cdef struct _KeySlot:
+    PyObject *s        # a reference, or NULL
+    uint32_t n
+    uint8_t b[KEY_MAX]
+
+cdef _KeySlot _KEYS[KEY_SLOTS]
+
+
+cdef inline object _key_str(const uint8_t *kp, uint32_t kn):
+    cdef uint64_t v = 0
+    cdef _KeySlot *e
+    if kn > KEY_MAX:
+        return PyUnicode_DecodeUTF8(<const char *>kp, kn, NULL)
+    memcpy(&v, kp, kn if kn < 8 else 8)
+    e = &_KEYS[((v ^ kn) * <uint64_t>0x9E3779B97F4A7C15) >> 56]
+    if e.s != NULL and e.n == kn and memcmp(e.b, kp, kn) == 0:
+        return <object>e.s
+    key = PyUnicode_DecodeUTF8(<const char *>kp, kn, NULL)
+    Py_INCREF(key)
+    Py_XDECREF(e.s)
+    e.s = <PyObject *>key
+    e.n = kn
+    memcpy(e.b, kp, kn)
+    return key
+
+
+cdef object _tuple_new = tuple.__new__
+
+
 cdef class _Reader:
     cdef rl_reader r
     cdef uint8_t *data
     cdef object owner
-    cdef dict keys     # small cache: key bytes -> str, for repeated schemas
 
     cdef object value(self):
         cdef rl_item it
@@ -471,13 +551,7 @@ cdef class _Reader:
             for i in range(count):
                 if rl_read_key(&self.r, &kp, &kn) != RL_OK:
                     raise _errors.ProtocolError("malformed dict key")
-                kb = PyBytes_FromStringAndSize(<const char *>kp, kn)
-                key = self.keys.get(kb)
-                if key is None:
-                    key = PyUnicode_DecodeUTF8(<const char *>kp, kn, NULL)
-                    if len(self.keys) < 4096:
-                        self.keys[kb] = key
-                PyDict_SetItem(d, key, self.value())
+                PyDict_SetItem(d, _key_str(kp, kn), self.value())
             return d
         if it.tag == RL_T_ARRAY:
             for i in range(it.u.array.ndim):
@@ -530,14 +604,10 @@ cdef class _Reader:
         raise _errors.ProtocolError(f"unknown tag {it.tag}")
 
 
-cdef dict _KEY_CACHE = {}
-
-
 cdef object _decode_msg(rl_msg *m, const rl_limits *lim):
     """Decode a received frame; takes ownership of m."""
     cdef _Reader rd = _Reader.__new__(_Reader)
     cdef _Frame owner = None
-    rd.keys = _KEY_CACHE
     if m.hdr.data_len > 0:
         owner = _Frame.__new__(_Frame)
         owner.msg = m
@@ -580,21 +650,10 @@ def decode_frame(const uint8_t[::1] frame not None, uint64_t max_message_bytes=1
     rc = rl_meta_validate(&frame[RL_HEADER_SIZE], h.meta_len, h.data_len, &lim, &root, &why)
     if rc != RL_OK:
         raise _errors.ProtocolError(f"invalid message: {why.decode() if why else rl_strerror(rc).decode()}")
-    cdef rl_msg *m = <rl_msg *>malloc(sizeof(rl_msg))
+    cdef rl_msg *m = rl_msg_new(&h, 0)
     if m == NULL:
         raise MemoryError()
-    cdef uint8_t *buf = NULL
-    cdef size_t cap = 0
-    buf = rl_mem_alloc(n, &cap)
-    if buf == NULL:
-        free(m)
-        raise MemoryError()
-    memcpy(buf, &frame[0], n)
-    memset(m, 0, sizeof(rl_msg))
-    m.hdr = h
-    m.frame = buf
-    m.size = n
-    m.cap = cap
+    memcpy(m.frame, &frame[0], n)
     return h.kind, h.ref, _decode_msg(m, &lim)
 
 
@@ -626,7 +685,8 @@ cdef class _Node:
     """A C node. Thread-safe: methods may be called from several threads."""
     cdef rl_node *n
     cdef rl_config cfg
-    cdef list pool
+    cdef _Encoder spare   # encoders for reuse: one in a slot (no list
+    cdef list pool        # resize per message), more when threads send at once
     cdef readonly int role
     cdef readonly bint keyed
 
@@ -762,8 +822,10 @@ cdef class _Node:
             raise OSError(f"rlink: could not start the I/O thread ({rl_strerror(rc).decode()})")
 
     cdef _Encoder _take_encoder(self):
-        cdef _Encoder e
-        if self.pool:
+        cdef _Encoder e = self.spare
+        if e is not None:
+            self.spare = None
+        elif self.pool:
             e = self.pool.pop()
         else:
             e = _Encoder()
@@ -772,7 +834,9 @@ cdef class _Node:
 
     cdef void _give_encoder(self, _Encoder e):
         e.release()
-        if len(self.pool) < 4:
+        if self.spare is None:
+            self.spare = e
+        elif len(self.pool) < 3:
             self.pool.append(e)
 
     def send(self, uint64_t peer_id, unsigned kind, uint64_t ref, object obj, object timeout):
@@ -808,8 +872,10 @@ cdef class _Node:
         if rc != RL_OK:
             self._raise(rc, "publish", None)
 
-    def recv(self, int q, int max_count, object timeout):
-        """Return a list of (peer_id, ref, flags, value), at least one."""
+    def recv(self, int q, int max_count, object timeout, type message=None):
+        """Return a list of (peer_id, ref, flags, value), at least one; or,
+        given a NamedTuple class, of message(peer_id, value, redelivered,
+        ref), made without a Python-level call each."""
         cdef long long deadline = _deadline(timeout)
         cdef rl_msg *stack_buf[64]
         cdef rl_msg **buf = stack_buf
@@ -840,7 +906,10 @@ cdef class _Node:
                 ref = m.hdr.ref
                 flags = m.hdr.flags
                 val = _decode_msg(m, &self.cfg.limits)
-                out.append((peer, ref, flags, val))
+                if message is None:
+                    out.append((peer, ref, flags, val))
+                else:
+                    out.append(_tuple_new(message, (peer, val, (flags & RL_FLAG_REDELIVERED) != 0, ref)))
             return out
         finally:
             if rc > 0:

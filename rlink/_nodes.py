@@ -393,11 +393,9 @@ class LearnerNode(_Node):
         first, then takes whatever else is already queued."""
         core = self._core_or_raise()
         try:
-            got = core.recv(_core.Q_TRAJ, max_count, timeout)
+            return core.recv(_core.Q_TRAJ, max_count, timeout, Message)
         finally:
             self._log_events(core)
-        return [Message(peer, value, bool(flags & _core.FLAG_REDELIVERED), ref)
-                for peer, ref, flags, value in got]
 
     def receive_request(self, timeout: float | None = None) -> Request:
         """The next request from any actor; answer with ``request.reply(dict)``."""

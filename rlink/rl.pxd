@@ -122,6 +122,7 @@ cdef extern from "rl_node.h" nogil:
         size_t cap
         uint8_t *data
         void *shm
+    rl_msg *rl_msg_new(const rl_header *h, uint64_t peer_id)
     void rl_msg_free(rl_msg *m)
     const uint8_t *rl_msg_meta(const rl_msg *m)
     uint8_t *rl_msg_data(const rl_msg *m)
