@@ -391,7 +391,9 @@ class LearnerNode(_Node):
     def receive_many(self, max_count: int, timeout: float | None = None) -> list[Message]:
         """Up to ``max_count`` trajectories: waits up to ``timeout`` for the
         first, then takes whatever else is already queued."""
-        core = self._core_or_raise()
+        core = self._core
+        if core is None or self._forked:   # _core_or_raise, without a call per batch
+            core = self._core_or_raise()
         try:
             return core.recv(_core.Q_TRAJ, max_count, timeout, Message)
         finally:
@@ -658,7 +660,10 @@ class ActorNode(_Node):
         the data was actually generated with if the policy changed mid-way."""
         version = self._returned if params_version is None else \
             _check_int("params_version", params_version, 0, (1 << 63) - 1)
-        self._core_or_raise().send(0, _core.KIND_TRAJ, version, data, timeout)
+        core = self._core
+        if core is None or self._forked:   # _core_or_raise, without a call per message
+            core = self._core_or_raise()
+        core.send(0, _core.KIND_TRAJ, version, data, timeout)
 
     def request(self, data: dict, timeout: float | None = None) -> dict:
         """Send a request and wait for the learner's reply to it. A request in
