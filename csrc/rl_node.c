@@ -626,7 +626,7 @@ static int ring_flush_locked(rl_conn *c) {
         if (w < 0) return RL_ECONNLOST;
         ring_take(c, (size_t)w);
         c->last_write_ns = rl_mono_ns();
-        c->last_tx_ms = rl_now_ms();
+        c->last_tx_ms = c->last_write_ns / 1000000;   /* rl_now_ms(), one clock read */
     }
     c->want_out = c->ring.bytes > 0 || c->pending_params != NULL;
     rl_cond_broadcast(&c->send_cv);
@@ -1015,7 +1015,7 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
         /* Direct write from the caller's memory: no copy, no hand-off. */
         int fd = c->fd, unlocked = 0, done = 0;
         c->last_write_ns = t;
-        c->last_tx_ms = rl_now_ms();
+        c->last_tx_ms = t / 1000000;   /* rl_now_ms(), one clock read */
         for (;;) {
             while (k < MAX_IOV && next < iovcnt) {
                 if (iov[next].len) { bases[k] = (void *)iov[next].base; lens[k] = iov[next].len; k++; }

@@ -105,7 +105,7 @@ ssize_t rl_sock_writev(int fd, void *const *bases, const size_t *lens, int cnt);
 /* Returns bytes read, 0 at EOF, RL_EAGAIN, or RL_ECONNLOST. */
 ssize_t rl_sock_read(int fd, void *buf, size_t n);
 
-/* Milliseconds from a monotonic clock. */
+/* Milliseconds from the monotonic clock: rl_mono_ns() / 1000000. */
 long long rl_now_ms(void);
 
 /* A wake-up channel for a poll loop: eventfd on Linux, a pipe elsewhere, a
