@@ -257,6 +257,21 @@ def test_dict_key_order_and_unicode_keys(roundtrip):
     assert got == msg
 
 
+def test_dict_keys_that_share_a_cache_slot_stay_apart(roundtrip):
+    """The receiver reuses the str of a key it has seen, found by the key's
+    length and first 8 bytes: keys alike in those (and keys longer than
+    its 32-byte entries, and more distinct keys than its 256 slots) must
+    still come back exactly as sent, message after message."""
+    alike = [f"prefix__{c}" for c in "abcdefgh"] + ["prefix__é", "prefix__"]
+    long = ["k" * 32, "k" * 33, "k" * 31 + "é", "x" * 200, "x" * 199 + "y"]
+    many = [f"key{i:04d}" for i in range(600)]
+    for _ in range(3):   # later rounds find the keys in the table
+        for keys in (alike, long, many, list(reversed(alike))):
+            msg = {k: i for i, k in enumerate(keys)}
+            got = roundtrip(msg)
+            assert list(got) == keys and got == msg
+
+
 def deep_equal(a, b):
     """Equality that also checks container and scalar types and array dtypes."""
     if isinstance(a, np.ndarray):
