@@ -2167,6 +2167,9 @@ static RL_THREAD_RESULT RL_THREAD_CALL io_main(void *arg) {
             n->ack_urgent = 0;
             n->ack_slots = 0;
         }
+        /* owed, not yet due: the poll below waits no longer (owed after this
+         * snapshot: the 5 ms bound, or the wake-up an urgent ack sends) */
+        long long ack_wait = n->ack_dirty ? n->ack_first_ms + ACK_DELAY_MS - now : -1;
         for (int i = 0; i < n->nconns && i < snap_cap && i < ack_cap; i++) {
             rl_conn *c = n->conns[i];
             snap[ns] = conn_ref(c);
@@ -2243,12 +2246,7 @@ static RL_THREAD_RESULT RL_THREAD_CALL io_main(void *arg) {
 
         int timeout = n->cfg.heartbeat_ms > 0 && n->cfg.heartbeat_ms < 1000 ? n->cfg.heartbeat_ms : 1000;
         if (n->nsessions) timeout = timeout < 5 ? timeout : 5;   /* acks stay prompt */
-        rl_mutex_lock(&n->mu);
-        if (n->ack_dirty) {   /* owed since this turn's snapshot */
-            long long t = n->ack_urgent || n->ack_slots ? 0 : n->ack_first_ms + ACK_DELAY_MS - now;
-            if (t < timeout) timeout = t < 0 ? 0 : (int)t;
-        }
-        rl_mutex_unlock(&n->mu);
+        if (ack_wait >= 0 && ack_wait < timeout) timeout = (int)ack_wait;
         if (next_deadline >= 0) {
             long long t = next_deadline - now;
             if (t < timeout) timeout = t < 0 ? 0 : (int)t;
