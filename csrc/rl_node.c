@@ -153,6 +153,11 @@ typedef struct rl_session {
  * frame is acknowledged and written; a larger frame has a buffer of its own. */
 #define RET_CHUNK (64u * 1024u)
 #define RET_PACK_MAX (16u * 1024u)
+/* A reliable frame at least this large is written from the caller's memory
+ * while the I/O thread, on the other core, makes its retained copy: one pass
+ * over the bytes on each core instead of a copy and then a write on one. */
+#define COPY_ASIDE_MIN (256u * 1024u)
+enum { COPY_IDLE, COPY_POSTED, COPY_RUNNING, COPY_DONE };
 
 typedef struct retained_frame {
     uint64_t seq;
@@ -245,6 +250,18 @@ struct rl_node {
     uint64_t wake_seq;         /* atomic: bumped with every broadcast of cv */
     rl_buf *ret_chunk;         /* the chunk small frames are packed into now (its
                                   len: the bytes taken), or NULL */
+    /* The retained copy of a large frame, made by the I/O thread while the
+     * sender (holding rel_mu: one job at a time) writes the same bytes from
+     * the caller's memory: copy_job_post / copy_job_run / copy_job_wait. */
+    struct {
+        rl_mutex mu;           /* a leaf lock: nothing is taken under it */
+        rl_cond cv;            /* state left COPY_RUNNING */
+        int state;             /* COPY_*; also read atomically */
+        uint8_t *frame;        /* body_copy(frame, src, nsrc) */
+        const rl_iov *src;     /* the sender's, valid until it has the result */
+        int nsrc;
+        uint32_t crc;          /* COPY_DONE: of the bytes copied */
+    } copy;
 
     /* learner, reliable mode (under mu) */
     rl_session **sessions;
@@ -706,6 +723,66 @@ static int shm_put(rl_shm_region *r, rl_header *h, const rl_iov *iov, int iovcnt
     return k;
 }
 
+/* send_mu held, c's ring empty and no other direct writer: write the
+ * header and then iov[] straight from the caller's memory (t: the clock
+ * read for this send). A frame of DIRECT_BLOCK_MIN bytes or more waits for
+ * the socket itself (send_mu released, direct_writer set) until written or
+ * the deadline passes; a smaller one writes what the socket takes now.
+ * Returns RL_OK, RL_ECONNLOST or RL_ECLOSED, with the bytes written in
+ * *sent; the caller queues the rest. */
+static int direct_write(rl_node *n, rl_conn *c, const uint8_t *hdr, const rl_iov *iov,
+                        int iovcnt, uint64_t total, long long deadline, long long t,
+                        uint64_t *sent) {
+    void *bases[MAX_IOV];
+    size_t lens[MAX_IOV];
+    int k = 0, next = 0, unlocked = 0, done = 0, rc = RL_OK, fd = c->fd;
+    uint64_t wrote = 0;
+    bases[k] = (void *)hdr; lens[k] = RL_HEADER_SIZE; k++;
+    c->last_write_ns = t;
+    c->last_tx_ms = t / 1000000;   /* rl_now_ms(), one clock read */
+    for (;;) {
+        while (k < MAX_IOV && next < iovcnt) {
+            if (iov[next].len) { bases[k] = (void *)iov[next].base; lens[k] = iov[next].len; k++; }
+            next++;
+        }
+        ssize_t w = rl_sock_writev(fd, bases, lens, k);
+        if (w == RL_EAGAIN) {
+            long long left = deadline < 0 ? 100 : deadline - rl_now_ms();
+            if (total < DIRECT_BLOCK_MIN || left <= 0) break;
+            if (!unlocked) {
+                c->direct_writer = 1;
+                rl_mutex_unlock(&c->send_mu);
+                unlocked = 1;
+            }
+            rl_sock_wait(fd, RL_POLLOUT, (int)(left < 100 ? left : 100));
+            if (rl_atomic_load(&c->closed, RL_ACQUIRE)) { rc = RL_ECONNLOST; break; }
+            continue;
+        }
+        if (w < 0) { rc = RL_ECONNLOST; break; }
+        wrote += (uint64_t)w;
+        /* drop fully written entries */
+        size_t ww = (size_t)w;
+        int j = 0;
+        while (j < k && ww >= lens[j]) { ww -= lens[j]; j++; }
+        if (j < k) { bases[j] = (uint8_t *)bases[j] + ww; lens[j] -= ww; }
+        memmove(bases, bases + j, (size_t)(k - j) * sizeof *bases);
+        memmove(lens, lens + j, (size_t)(k - j) * sizeof *lens);
+        k -= j;
+        if (k == 0 && next == iovcnt) { done = 1; break; }
+    }
+    if (unlocked) {
+        rl_mutex_lock(&c->send_mu);
+        c->direct_writer = 0;
+        c->last_write_ns = rl_mono_ns();
+        rl_cond_broadcast(&c->send_cv);
+        if (c->closed && !done) rc = RL_ECONNLOST;
+    }
+    /* a close() of the node, not a failure of the peer */
+    if (rc == RL_ECONNLOST && rl_atomic_load(&n->closing, RL_ACQUIRE)) rc = RL_ECLOSED;
+    *sent = wrote;
+    return rc;
+}
+
 /* A frame body into frame[] after the header room; returns its CRC32C and
  * the frame's length in *len. The caller fills in and encodes the header.
  * A large body is copied and checksummed in one pass over the source; a
@@ -731,6 +808,69 @@ static uint32_t body_copy(uint8_t *frame, const rl_iov *iov, int iovcnt, size_t 
     }
     *len = off;
     return crc;
+}
+
+/* Actor, rel_mu held: ask the I/O thread for body_copy(frame, iov, iovcnt).
+ * iov[] and its bytes must stay valid until copy_job_wait returns. */
+static void copy_job_post(rl_node *n, uint8_t *frame, const rl_iov *iov, int iovcnt) {
+    rl_mutex_lock(&n->copy.mu);
+    n->copy.frame = frame;
+    n->copy.src = iov;
+    n->copy.nsrc = iovcnt;
+    rl_atomic_store(&n->copy.state, COPY_POSTED, RL_RELEASE);
+    rl_mutex_unlock(&n->copy.mu);
+    rl_waker_wake(&n->waker);
+}
+
+/* I/O thread, holding no lock: make the copy posted, if any. */
+static void copy_job_run(rl_node *n) {
+    if (rl_atomic_load(&n->copy.state, RL_ACQUIRE) != COPY_POSTED) return;
+    rl_mutex_lock(&n->copy.mu);
+    if (n->copy.state != COPY_POSTED) { rl_mutex_unlock(&n->copy.mu); return; }
+    rl_atomic_store(&n->copy.state, COPY_RUNNING, RL_RELAXED);
+    uint8_t *frame = n->copy.frame;
+    const rl_iov *src = n->copy.src;
+    int nsrc = n->copy.nsrc;
+    rl_mutex_unlock(&n->copy.mu);
+    size_t len;
+    uint32_t crc = body_copy(frame, src, nsrc, &len);
+    rl_mutex_lock(&n->copy.mu);
+    n->copy.crc = crc;
+    rl_atomic_store(&n->copy.state, COPY_DONE, RL_RELAXED);
+    rl_cond_broadcast(&n->copy.cv);
+    rl_mutex_unlock(&n->copy.mu);
+}
+
+/* Actor, the poster: the copy is made (here, if the I/O thread has not
+ * started it); returns the CRC32C of the bytes copied. */
+static uint32_t copy_job_wait(rl_node *n) {
+    rl_mutex_lock(&n->copy.mu);
+    if (n->copy.state == COPY_POSTED) {
+        rl_atomic_store(&n->copy.state, COPY_IDLE, RL_RELAXED);
+        rl_mutex_unlock(&n->copy.mu);
+        size_t len;
+        return body_copy(n->copy.frame, n->copy.src, n->copy.nsrc, &len);
+    }
+    while (n->copy.state == COPY_RUNNING) rl_cond_wait(&n->copy.cv, &n->copy.mu);
+    uint32_t crc = n->copy.crc;
+    rl_atomic_store(&n->copy.state, COPY_IDLE, RL_RELAXED);
+    rl_mutex_unlock(&n->copy.mu);
+    return crc;
+}
+
+/* Actor, rel_mu held: the aside copy of frame[] (checksum crc when the
+ * sender read the caller's arrays) is made; hold is released. Arrays that
+ * changed meanwhile (another thread writing them during the send) give the
+ * copy another checksum: the retained header takes it, so the learner
+ * rejects what went out directly and gets the copy, intact, on the resend. */
+static void copy_aside_done(rl_node *n, uint8_t *frame, uint32_t crc, rl_buf *hold) {
+    uint32_t got = copy_job_wait(n);
+    rl_header h;
+    if (got != crc && rl_header_decode(frame, UINT64_MAX, &h) == RL_OK) {
+        h.crc = got;
+        rl_header_encode(&h, frame);
+    }
+    rl_buf_unref(hold);
 }
 
 /* Actor: a reliable trajectory that took a slot of sc's region is not
@@ -851,14 +991,21 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
     rl_mutex_unlock(&n->mu);
     if (rc) { shm_unput(sc, &h); return rc; }
 
-    /* Copy and checksum the body outside every lock. */
+    /* Copy and checksum the body outside every lock; a large one is only
+     * checksummed here and copied aside (COPY_ASIDE_MIN). */
     if (!b) {
         b = rl_buf_new((size_t)total);
         if (!b) { shm_unput(sc, &h); return RL_ENOMEM; }
         frame = b->data;
     }
-    size_t flen;
-    uint32_t bcrc = body_copy(frame, iov, iovcnt, &flen);
+    int aside = !sc && total >= COPY_ASIDE_MIN;
+    size_t flen = (size_t)total;
+    uint32_t bcrc = 0;
+    if (aside) {
+        for (int i = 0; i < iovcnt; i++) bcrc = rl_crc32c(bcrc, iov[i].base, iov[i].len);
+    } else {
+        bcrc = body_copy(frame, iov, iovcnt, &flen);
+    }
     h.flags |= RL_FLAG_CHECKSUM;
     h.crc = 0;
 
@@ -901,15 +1048,29 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
         frame = rf->data;
         total = rf->len;
     }
+    /* the copy's own reference: an ack may free the frame before it is done */
+    rl_buf *hold = aside ? rl_buf_ref(b) : NULL;
     rl_mutex_unlock(&n->mu);
     STAT_ADD(n, st_sent, 1);
+    if (aside) copy_job_post(n, frame, iov, iovcnt);
 
     if (c) {
         rl_mutex_lock(&c->send_mu);
-        if (!c->closed) {
+        uint64_t sent = 0;
+        /* the header is in frame[] already, where the copy does not write */
+        if (aside && !c->closed && c->ring.bytes == 0 && !c->direct_writer)
+            direct_write(n, c, frame, iov, iovcnt, total, deadline, rl_mono_ns(), &sent);
+        if (aside) {
+            copy_aside_done(n, frame, bcrc, hold);
+            aside = 0;
+        }
+        if (!c->closed && sent == total) {
+            CONN_COUNT(c, msgs_out, frame_bytes_out, total);
+            c->last_seq = h.seq;
+        } else if (!c->closed) {
             int had_out = c->want_out;
             /* the ring shares the retained buffer: no second copy */
-            if (ring_put_ref(c, b, frame, (size_t)total) == 0) {
+            if (ring_put_ref(c, b, frame + sent, (size_t)(total - sent)) == 0) {
                 ring_mark_message(c);
                 CONN_COUNT(c, msgs_out, frame_bytes_out, total);
                 c->last_seq = h.seq;
@@ -942,6 +1103,7 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
         rl_mutex_unlock(&c->send_mu);
         conn_unref(c);
     }
+    if (aside) copy_aside_done(n, frame, bcrc, hold);
     rl_mutex_unlock(&n->rel_mu);
     return RL_OK;
 }
@@ -1002,66 +1164,24 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
     if (rl_atomic_load(&n->closing, RL_ACQUIRE)) { rc = RL_ECLOSED; goto out; }
     if (c->closed) { rc = RL_ECONNLOST; goto out; }
     int had_out = c->want_out;   /* set => the I/O thread already watches for POLLOUT */
-
-    /* Gather header + body into one iovec list. */
-    void *bases[MAX_IOV];
-    size_t lens[MAX_IOV];
-    int k = 0, next = 0;
-    bases[k] = hdr; lens[k] = RL_HEADER_SIZE; k++;
     long long t = rl_mono_ns();
     int batch = h.kind == RL_KIND_TRAJ && total <= BATCH_MAX_FRAME &&
                 t - c->last_write_ns < BATCH_GAP_NS;
+    uint64_t sent = 0;
     if (c->ring.bytes == 0 && !batch) {
         /* Direct write from the caller's memory: no copy, no hand-off. */
-        int fd = c->fd, unlocked = 0, done = 0;
-        c->last_write_ns = t;
-        c->last_tx_ms = t / 1000000;   /* rl_now_ms(), one clock read */
-        for (;;) {
-            while (k < MAX_IOV && next < iovcnt) {
-                if (iov[next].len) { bases[k] = (void *)iov[next].base; lens[k] = iov[next].len; k++; }
-                next++;
-            }
-            ssize_t w = rl_sock_writev(fd, bases, lens, k);
-            if (w == RL_EAGAIN) {
-                long long left = deadline < 0 ? 100 : deadline - rl_now_ms();
-                if (total < DIRECT_BLOCK_MIN || left <= 0) break;
-                if (!unlocked) {
-                    c->direct_writer = 1;
-                    rl_mutex_unlock(&c->send_mu);
-                    unlocked = 1;
-                }
-                rl_sock_wait(fd, RL_POLLOUT, (int)(left < 100 ? left : 100));
-                if (rl_atomic_load(&c->closed, RL_ACQUIRE)) { rc = RL_ECONNLOST; break; }
-                continue;
-            }
-            if (w < 0) { rc = RL_ECONNLOST; break; }
-            /* drop fully written entries */
-            size_t ww = (size_t)w;
-            int j = 0;
-            while (j < k && ww >= lens[j]) { ww -= lens[j]; j++; }
-            if (j < k) { bases[j] = (uint8_t *)bases[j] + ww; lens[j] -= ww; }
-            memmove(bases, bases + j, (size_t)(k - j) * sizeof *bases);
-            memmove(lens, lens + j, (size_t)(k - j) * sizeof *lens);
-            k -= j;
-            if (k == 0 && next == iovcnt) { done = 1; break; }
-        }
-        if (unlocked) {
-            rl_mutex_lock(&c->send_mu);
-            c->direct_writer = 0;
-            c->last_write_ns = rl_mono_ns();
-            rl_cond_broadcast(&c->send_cv);
-            if (c->closed && !done) rc = RL_ECONNLOST;
-        }
-        /* a close() of the node, not a failure of the peer */
-        if (rc == RL_ECONNLOST && rl_atomic_load(&n->closing, RL_ACQUIRE)) rc = RL_ECLOSED;
-        if (rc != RL_OK || done) goto out;
+        rc = direct_write(n, c, hdr, iov, iovcnt, total, deadline, t, &sent);
+        if (rc != RL_OK || sent == total) goto out;
     }
     /* Copy what the socket did not take into the ring. */
-    for (int j = 0; j < k; j++) {
-        if (ring_put_copy(c, bases[j], lens[j])) { rc = RL_ENOMEM; break; }
-    }
-    for (; rc == RL_OK && next < iovcnt; next++) {
-        if (ring_put_copy(c, iov[next].base, iov[next].len)) rc = RL_ENOMEM;
+    if (sent < RL_HEADER_SIZE && ring_put_copy(c, hdr + sent, RL_HEADER_SIZE - (size_t)sent))
+        rc = RL_ENOMEM;
+    sent = sent > RL_HEADER_SIZE ? sent - RL_HEADER_SIZE : 0;
+    for (int j = 0; rc == RL_OK && j < iovcnt; j++) {
+        if (sent >= iov[j].len) { sent -= iov[j].len; continue; }
+        if (ring_put_copy(c, (const uint8_t *)iov[j].base + sent, iov[j].len - (size_t)sent))
+            rc = RL_ENOMEM;
+        sent = 0;
     }
     if (rc == RL_OK) ring_mark_message(c);
     if (rc == RL_OK && c->ring.bytes >= BATCH_FLUSH_AT) {
@@ -2265,6 +2385,7 @@ static RL_THREAD_RESULT RL_THREAD_CALL io_main(void *arg) {
             }
         }
         int k = rl_poller_wait(n->poller, evs, 128, timeout);
+        copy_job_run(n);   /* first: a sender is writing while it waits for it */
         for (int i = 0; i < k; i++) {
             if (evs[i].fd == n->waker.rfd) { rl_waker_drain(&n->waker); continue; }
             if (!evs[i].ctx && evs[i].fd != n->waker.rfd) {   /* a listening socket */
@@ -2329,6 +2450,8 @@ int rl_node_create(const rl_config *cfg, rl_node **out) {
     rl_mutex_init(&n->close_mu);
     rl_mutex_init(&n->mu);
     rl_mutex_init(&n->rel_mu);
+    rl_mutex_init(&n->copy.mu);
+    rl_cond_init(&n->copy.cv);
     rl_mutex_init(&n->pub_mu);
     n->pshm_latest = -1;
     rl_cond_init(&n->cv);
@@ -2950,6 +3073,8 @@ void rl_node_destroy(rl_node *n) {
     for (int i = 0; i < n->nsessions; i++) free(n->sessions[i]);
     free(n->sessions);
     rl_mutex_destroy(&n->rel_mu);
+    rl_cond_destroy(&n->copy.cv);
+    rl_mutex_destroy(&n->copy.mu);
     rl_mutex_destroy(&n->pub_mu);
     free(n->conns);
     rl_cond_destroy(&n->cv);

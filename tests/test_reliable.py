@@ -384,6 +384,33 @@ def test_sends_while_disconnected_are_retained_then_block(wait_until):
             assert wait_until(lambda: actor.stats()["retained"] == 0), actor.stats()
 
 
+def test_large_trajectories_resent_intact_after_a_reset_mid_frame():
+    """A trajectory of 256 KiB or more is written from the caller's arrays
+    while the I/O thread makes its retained copy. A reset in the middle of
+    one, with the array overwritten for the next send as soon as
+    send_trajectory returns, still delivers every one exactly once and
+    byte-exact: what follows the reset comes from the retained copies."""
+    size, n = 1 << 20, 12
+    pattern = np.arange(size, dtype=np.uint64).astype(np.uint8)
+    with rlink.LearnerNode(port=0, reliable=True) as learner, FaultProxy(learner.address) as proxy:
+        proxy.rst_after(5 * size + size // 2)          # inside the sixth trajectory
+        with rlink.ActorNode(proxy.address, **ACTOR_KW) as actor:
+            data = np.empty(size, np.uint8)
+            for i in range(n):
+                np.add(pattern, i, out=data)           # the same array, new contents
+                actor.send_trajectory({"seq": i, "data": data}, timeout=SEND_TIMEOUT)
+            got: list[int] = []
+            while len(set(got)) < n:
+                m = learner.receive_message(timeout=IDLE)
+                i = int(m.data["seq"])
+                got.append(i)
+                assert np.array_equal(m.data["data"], pattern + np.uint8(i)), f"trajectory {i} differs"
+                assert not m.redelivered
+            assert proxy.wait_event("rst")
+            assert got == list(range(n))
+            assert actor.stats()["reconnects"] >= 1
+
+
 def test_retry_attempts_exhausted_then_reconnect():
     learner = rlink.LearnerNode(port=0, reliable=True)
     port = learner.port
