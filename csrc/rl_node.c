@@ -1055,6 +1055,7 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
     if (aside) copy_job_post(n, frame, iov, iovcnt);
 
     if (c) {
+        int wake = 0;
         rl_mutex_lock(&c->send_mu);
         uint64_t sent = 0;
         /* the header is in frame[] already, where the copy does not write */
@@ -1096,11 +1097,12 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
                 }
                 if (c->ring.bytes > 0) {
                     c->want_out = 1;
-                    if (!had_out) rl_waker_wake(&n->waker);
+                    wake = !had_out;
                 }
             }
         }
         rl_mutex_unlock(&c->send_mu);
+        if (wake) rl_waker_wake(&n->waker);   /* after the unlock, as in rl_node_send */
         conn_unref(c);
     }
     if (aside) copy_aside_done(n, frame, bcrc, hold);
@@ -1148,7 +1150,7 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
     seal_header(&h, hdr, c->reliable, iov, iovcnt);
     STAT_ADD(n, st_sent, 1);
 
-    int rc = RL_OK;
+    int rc = RL_OK, wake = 0;
     rl_mutex_lock(&c->send_mu);
     /* Back-pressure: wait for room, but always admit a frame into an empty
      * ring, so a message larger than the bound still goes out. Also wait
@@ -1189,11 +1191,14 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
     }
     if (c->ring.bytes > 0) {
         c->want_out = 1;
-        if (!had_out) rl_waker_wake(&n->waker);
+        wake = !had_out;
     }
 out:
     if (rc == RL_OK) CONN_COUNT(c, msgs_out, frame_bytes_out, total);
     rl_mutex_unlock(&c->send_mu);
+    /* after the unlock: woken under send_mu, the I/O thread would run
+     * (on this core, preempting us) only to block on it */
+    if (wake) rl_waker_wake(&n->waker);
     /* Not sent whole (timed out, closed): the learner never sees the slot,
      * so it is ours again. Kept, it would stop reuse of the region for good
      * (slots are reused in ring order), and the binding's 100 ms retries
