@@ -36,9 +36,13 @@ enum { HS_HELLO = 0, HS_PROOF = 1 };
 #define MAX_IOV 64
 /* Send batching: a small trajectory frame sent within BATCH_GAP_NS of the
  * previous write on its connection is appended to the ring instead of
- * written at once; the I/O thread (or the sender, once BATCH_FLUSH_AT bytes
- * are waiting) writes the whole batch with one syscall. Isolated sends, and
- * requests/replies, are written immediately for latency. */
+ * written at once, and the whole batch goes in one syscall: written by its
+ * sender once BATCH_FLUSH_AT bytes wait or its first frame is BATCH_GAP_NS
+ * old, else by the I/O thread at that age (its poll timeout, kept to the
+ * microsecond). The I/O thread is woken once per batch and does not write a
+ * younger one: a write per wake-up cost two context switches for a handful
+ * of frames on the sender's core. Isolated sends, and requests/replies, are
+ * written immediately for latency. */
 #define BATCH_MAX_FRAME (16u * 1024u)
 #define BATCH_FLUSH_AT (64u * 1024u)
 #define BATCH_GAP_NS 50000LL
@@ -76,6 +80,7 @@ typedef struct rl_conn {
     int want_out;
     int closed;
     int direct_writer;         /* a sender is writing to fd without send_mu */
+    long long batch_ns;        /* send_mu: when the oldest frame of a batch in the ring was queued, or 0 */
     long long last_write_ns;
     long long last_tx_ms;      /* last successful write (heartbeats) */
     /* message boundaries in the ring, to count what a broken link drops */
@@ -646,6 +651,7 @@ static int ring_flush_locked(rl_conn *c) {
         c->last_tx_ms = c->last_write_ns / 1000000;   /* rl_now_ms(), one clock read */
     }
     c->want_out = c->ring.bytes > 0 || c->pending_params != NULL;
+    if (c->ring.bytes == 0) c->batch_ns = 0;
     rl_cond_broadcast(&c->send_cv);
     return 0;
 }
@@ -1069,7 +1075,7 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
             CONN_COUNT(c, msgs_out, frame_bytes_out, total);
             c->last_seq = h.seq;
         } else if (!c->closed) {
-            int had_out = c->want_out;
+            int had_out = c->want_out, was_empty = c->ring.bytes == 0;
             /* the ring shares the retained buffer: no second copy */
             if (ring_put_ref(c, b, frame + sent, (size_t)(total - sent)) == 0) {
                 ring_mark_message(c);
@@ -1077,8 +1083,10 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
                 c->last_seq = h.seq;
                 /* write now from this thread unless a batch is building up */
                 long long t = rl_mono_ns();
-                if (!(total <= BATCH_MAX_FRAME && t - c->last_write_ns < BATCH_GAP_NS) ||
-                    c->ring.bytes >= BATCH_FLUSH_AT) {
+                int batch = total <= BATCH_MAX_FRAME && t - c->last_write_ns < BATCH_GAP_NS;
+                if (batch && was_empty) c->batch_ns = t;
+                if (!batch || c->ring.bytes >= BATCH_FLUSH_AT ||
+                    (c->batch_ns && t - c->batch_ns >= BATCH_GAP_NS)) {
                     if (ring_flush_locked(c)) c->want_out = 1;  /* the I/O thread sees the error */
                 }
                 /* A large frame is written out by this thread, as the
@@ -1176,6 +1184,7 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
         if (rc != RL_OK || sent == total) goto out;
     }
     /* Copy what the socket did not take into the ring. */
+    if (batch && c->ring.bytes == 0) c->batch_ns = t;
     if (sent < RL_HEADER_SIZE && ring_put_copy(c, hdr + sent, RL_HEADER_SIZE - (size_t)sent))
         rc = RL_ENOMEM;
     sent = sent > RL_HEADER_SIZE ? sent - RL_HEADER_SIZE : 0;
@@ -1186,7 +1195,8 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
         sent = 0;
     }
     if (rc == RL_OK) ring_mark_message(c);
-    if (rc == RL_OK && c->ring.bytes >= BATCH_FLUSH_AT) {
+    if (rc == RL_OK && (c->ring.bytes >= BATCH_FLUSH_AT ||
+                        (c->batch_ns && t - c->batch_ns >= BATCH_GAP_NS))) {
         if (ring_flush_locked(c)) rc = RL_ECONNLOST;
     }
     if (c->ring.bytes > 0) {
@@ -2311,6 +2321,8 @@ static RL_THREAD_RESULT RL_THREAD_CALL io_main(void *arg) {
         rl_mutex_unlock(&n->mu);
 
         /* Update interest, reap handshakes that took too long, flush. */
+        long long now_ns = rl_mono_ns();
+        long long batch_due = -1;   /* the earliest a waiting batch is written by us */
         for (int i = 0; i < ns; i++) {
             rl_conn *c = snap[i];
             if (c->state == CONN_HANDSHAKE && now >= c->deadline_ms) {
@@ -2346,8 +2358,13 @@ static RL_THREAD_RESULT RL_THREAD_CALL io_main(void *arg) {
                     queue_control(n, c, RL_KIND_HEARTBEAT, 0);
             }
             int err = 0;
-            if (c->want_out && !c->closed) err = ring_flush_locked(c);
-            int wo = c->want_out;
+            /* a batch still building up: its sender writes it, or we do
+             * once it is BATCH_GAP_NS old */
+            int young = c->batch_ns && now_ns - c->batch_ns < BATCH_GAP_NS;
+            if (young && (batch_due < 0 || c->batch_ns + BATCH_GAP_NS < batch_due))
+                batch_due = c->batch_ns + BATCH_GAP_NS;
+            if (c->want_out && !c->closed && !young) err = ring_flush_locked(c);
+            int wo = c->want_out && !young;
             rl_mutex_unlock(&c->send_mu);
             if (err) {
                 conn_drop(n, c, RL_EV_LEFT, RL_ECONNLOST, "connection lost while sending");
@@ -2372,6 +2389,7 @@ static RL_THREAD_RESULT RL_THREAD_CALL io_main(void *arg) {
         int timeout = n->cfg.heartbeat_ms > 0 && n->cfg.heartbeat_ms < 1000 ? n->cfg.heartbeat_ms : 1000;
         if (n->nsessions) timeout = timeout < 5 ? timeout : 5;   /* acks stay prompt */
         if (ack_wait >= 0 && ack_wait < timeout) timeout = (int)ack_wait;
+
         if (next_deadline >= 0) {
             long long t = next_deadline - now;
             if (t < timeout) timeout = t < 0 ? 0 : (int)t;
@@ -2389,7 +2407,12 @@ static RL_THREAD_RESULT RL_THREAD_CALL io_main(void *arg) {
                 timeout = (int)t;
             }
         }
-        int k = rl_poller_wait(n->poller, evs, 128, timeout);
+        long long timeout_us = timeout * 1000LL;
+        if (batch_due >= 0) {
+            long long t = (batch_due - now_ns + 999) / 1000;
+            if (t < timeout_us) timeout_us = t < 0 ? 0 : t;
+        }
+        int k = rl_poller_wait_us(n->poller, evs, 128, timeout_us);
         copy_job_run(n);   /* first: a sender is writing while it waits for it */
         for (int i = 0; i < k; i++) {
             if (evs[i].fd == n->waker.rfd) { rl_waker_drain(&n->waker); continue; }

@@ -19,6 +19,11 @@
 /* epoll                                                                      */
 /* ------------------------------------------------------------------------ */
 #include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <time.h>
+#ifndef SYS_epoll_pwait2
+#define SYS_epoll_pwait2 441   /* Linux 5.11, the same number on every architecture */
+#endif
 
 typedef struct { int fd; unsigned events; void *ctx; int used; } slot;
 
@@ -83,9 +88,22 @@ int rl_poller_del(rl_poller *p, int fd) {
     return 0;
 }
 
-int rl_poller_wait(rl_poller *p, rl_poll_event *out, int max, int timeout_ms) {
+static int no_pwait2;   /* the kernel said ENOSYS (before 5.11): whole milliseconds */
+
+int rl_poller_wait_us(rl_poller *p, rl_poll_event *out, int max, long long timeout_us) {
     if (max > 256) max = 256;
-    int n = epoll_wait(p->ep, p->evs, max, timeout_ms);
+    int n = -1;
+    if (timeout_us > 0 && timeout_us % 1000 && !rl_atomic_load(&no_pwait2, RL_RELAXED)) {
+        /* called through syscall(): glibc has a wrapper only since 2.35 */
+        struct timespec ts = {(time_t)(timeout_us / 1000000), (long)(timeout_us % 1000000) * 1000};
+        n = (int)syscall(SYS_epoll_pwait2, p->ep, p->evs, max, &ts, NULL, 0);
+        if (n < 0 && errno == ENOSYS) rl_atomic_store(&no_pwait2, 1, RL_RELAXED);
+        else if (n < 0) return errno == EINTR ? 0 : RL_ESYS;
+    }
+    if (n < 0) {
+        int ms = timeout_us < 0 ? -1 : (int)((timeout_us + 999) / 1000);
+        n = epoll_wait(p->ep, p->evs, max, ms);
+    }
     if (n < 0) return errno == EINTR ? 0 : RL_ESYS;
     int k = 0;
     for (int i = 0; i < n; i++) {
@@ -186,8 +204,8 @@ int rl_poller_del(rl_poller *p, int fd) {
     return 0;
 }
 
-int rl_poller_wait(rl_poller *p, rl_poll_event *out, int max, int timeout_ms) {
-    int n = sys_poll(p->pfds, p->n, timeout_ms);
+int rl_poller_wait_us(rl_poller *p, rl_poll_event *out, int max, long long timeout_us) {
+    int n = sys_poll(p->pfds, p->n, timeout_us < 0 ? -1 : (int)((timeout_us + 999) / 1000));
     if (n < 0) return rl_sock_errno() == EINTR ? 0 : RL_ESYS;
     int k = 0;
     for (int i = 0; i < p->n && k < max; i++) {
@@ -205,3 +223,7 @@ int rl_poller_wait(rl_poller *p, rl_poll_event *out, int max, int timeout_ms) {
     return k;
 }
 #endif
+
+int rl_poller_wait(rl_poller *p, rl_poll_event *out, int max, int timeout_ms) {
+    return rl_poller_wait_us(p, out, max, timeout_ms < 0 ? -1 : timeout_ms * 1000LL);
+}

@@ -33,6 +33,10 @@ int rl_poller_del(rl_poller *p, int fd);
 /* Wait up to timeout_ms (-1 forever); returns the number of events written
  * (0 on timeout or EINTR) or a negative RL_E*. */
 int rl_poller_wait(rl_poller *p, rl_poll_event *out, int max, int timeout_ms);
+/* The same with a timeout in microseconds: kept to the microsecond by epoll
+ * on Linux 5.11 and later (epoll_pwait2), rounded up to whole milliseconds
+ * elsewhere. */
+int rl_poller_wait_us(rl_poller *p, rl_poll_event *out, int max, long long timeout_us);
 
 #ifdef __cplusplus
 }

@@ -246,6 +246,17 @@ static void test_sock_waker_poller(void) {
     CHECK_EQ(rl_poller_set(p, w.rfd, RL_POLLIN, &tag), 0);
     CHECK_EQ(rl_poller_wait(p, ev, 4, 5000), 1);
     rl_waker_drain(&w);
+    /* microsecond timeouts: nothing ready, and at least that long waited
+     * (a fraction of a millisecond: epoll_pwait2, or rounded up) */
+    for (long long us = 1; us <= 1500; us *= 7) {
+        long long t0 = rl_mono_ns();
+        CHECK_EQ(rl_poller_wait_us(p, ev, 4, us), 0);
+        CHECK(rl_mono_ns() - t0 >= us * 1000);
+    }
+    rl_waker_wake(&w);
+    CHECK_EQ(rl_poller_wait_us(p, ev, 4, 300), 1);   /* ready: no wait */
+    CHECK_EQ(ev[0].fd, w.rfd);
+    rl_waker_drain(&w);
     CHECK_EQ(rl_poller_del(p, w.rfd), 0);
     CHECK_EQ(rl_poller_del(p, w.rfd), RL_EINVAL);
     /* POLLOUT on a fresh connection, POLLIN + end of stream when the peer closes */
