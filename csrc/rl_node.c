@@ -1195,8 +1195,10 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
         sent = 0;
     }
     if (rc == RL_OK) ring_mark_message(c);
+    /* a frame that is no part of a batch (a request after a burst) takes
+     * the batch with it now */
     if (rc == RL_OK && (c->ring.bytes >= BATCH_FLUSH_AT ||
-                        (c->batch_ns && t - c->batch_ns >= BATCH_GAP_NS))) {
+                        (c->batch_ns && (!batch || t - c->batch_ns >= BATCH_GAP_NS)))) {
         if (ring_flush_locked(c)) rc = RL_ECONNLOST;
     }
     if (c->ring.bytes > 0) {
