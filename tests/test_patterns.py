@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import rlink
+from rlink import _core
 
 T = 10.0
 
@@ -102,6 +103,20 @@ def test_receive_many_respects_max_count_and_order(learner, actor):
         got.extend(m.data["seq"] for m in batch)
     assert got == list(range(50))
     assert all(1 <= s <= 3 for s in sizes)
+
+
+def test_receive_many_messages_are_whole_named_tuples(learner, actor):
+    # built in C without calling Message: every field set, tuple behaviour intact
+    actor.send_trajectory({"seq": 1}, timeout=T)
+    (m,) = learner.receive_many(1, timeout=T)
+    assert type(m) is rlink.Message and len(m) == 4
+    actor_id, data, redelivered, version = m
+    assert (actor_id, data, redelivered, version) == (m.actor_id, m.data, m.redelivered, m.params_version)
+    assert actor_id == actor.actor_id and data == {"seq": 1} and redelivered is False
+    assert m == rlink.Message(*m) and hash(m[0]) == hash(actor_id)
+    assert m._replace(redelivered=True) == (actor_id, data, True, version)
+    with pytest.raises(TypeError):   # the binding builds tuples only
+        learner._core.recv(_core.Q_TRAJ, 1, 0.01, dict)
 
 
 def test_receive_many_invalid_count(learner):
