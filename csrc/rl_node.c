@@ -656,6 +656,24 @@ static int ring_flush_locked(rl_conn *c) {
     return 0;
 }
 
+/* Batching (BATCH_* above), send_mu held, t the clock read for this send.
+ * batch_join: does a frame of kind and total bytes join a batch? The first
+ * one into an empty ring starts the batch's clock. Call it before queuing. */
+static int batch_join(rl_conn *c, int kind, uint64_t total, long long t) {
+    int batch = kind == RL_KIND_TRAJ && total <= BATCH_MAX_FRAME &&
+                t - c->last_write_ns < BATCH_GAP_NS;
+    if (batch && c->ring.bytes == 0) c->batch_ns = t;
+    return batch;
+}
+
+/* ... and once the frame is queued: must its sender write the ring now?
+ * Yes when the batch is full or BATCH_GAP_NS old, and for a frame that is
+ * no part of a batch (a request after a burst takes the batch with it). */
+static int batch_due(const rl_conn *c, int batch, long long t) {
+    return !batch || c->ring.bytes >= BATCH_FLUSH_AT ||
+           (c->batch_ns && t - c->batch_ns >= BATCH_GAP_NS);
+}
+
 /* Seal a header for the wire: on a reliable link it carries the body's
  * CRC32C (and rl_header_encode adds the header's own). */
 static void seal_header(rl_header *h, uint8_t out[RL_HEADER_SIZE], int checksum,
@@ -1075,20 +1093,16 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
             CONN_COUNT(c, msgs_out, frame_bytes_out, total);
             c->last_seq = h.seq;
         } else if (!c->closed) {
-            int had_out = c->want_out, was_empty = c->ring.bytes == 0;
+            int had_out = c->want_out;
+            long long t = rl_mono_ns();
+            int batch = batch_join(c, h.kind, total, t);
             /* the ring shares the retained buffer: no second copy */
             if (ring_put_ref(c, b, frame + sent, (size_t)(total - sent)) == 0) {
                 ring_mark_message(c);
                 CONN_COUNT(c, msgs_out, frame_bytes_out, total);
                 c->last_seq = h.seq;
-                /* write now from this thread unless a batch is building up */
-                long long t = rl_mono_ns();
-                int batch = total <= BATCH_MAX_FRAME && t - c->last_write_ns < BATCH_GAP_NS;
-                if (batch && was_empty) c->batch_ns = t;
-                if (!batch || c->ring.bytes >= BATCH_FLUSH_AT ||
-                    (c->batch_ns && t - c->batch_ns >= BATCH_GAP_NS)) {
-                    if (ring_flush_locked(c)) c->want_out = 1;  /* the I/O thread sees the error */
-                }
+                if (batch_due(c, batch, t) && ring_flush_locked(c))
+                    c->want_out = 1;   /* the I/O thread sees the error */
                 /* A large frame is written out by this thread, as the
                  * unreliable direct write does: handing the rest to the I/O
                  * thread costs two wake-ups and reads the retained copy on
@@ -1175,8 +1189,7 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
     if (c->closed) { rc = RL_ECONNLOST; goto out; }
     int had_out = c->want_out;   /* set => the I/O thread already watches for POLLOUT */
     long long t = rl_mono_ns();
-    int batch = h.kind == RL_KIND_TRAJ && total <= BATCH_MAX_FRAME &&
-                t - c->last_write_ns < BATCH_GAP_NS;
+    int batch = batch_join(c, h.kind, total, t);
     uint64_t sent = 0;
     if (c->ring.bytes == 0 && !batch) {
         /* Direct write from the caller's memory: no copy, no hand-off. */
@@ -1184,7 +1197,6 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
         if (rc != RL_OK || sent == total) goto out;
     }
     /* Copy what the socket did not take into the ring. */
-    if (batch && c->ring.bytes == 0) c->batch_ns = t;
     if (sent < RL_HEADER_SIZE && ring_put_copy(c, hdr + sent, RL_HEADER_SIZE - (size_t)sent))
         rc = RL_ENOMEM;
     sent = sent > RL_HEADER_SIZE ? sent - RL_HEADER_SIZE : 0;
@@ -1195,12 +1207,7 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
         sent = 0;
     }
     if (rc == RL_OK) ring_mark_message(c);
-    /* a frame that is no part of a batch (a request after a burst) takes
-     * the batch with it now */
-    if (rc == RL_OK && (c->ring.bytes >= BATCH_FLUSH_AT ||
-                        (c->batch_ns && (!batch || t - c->batch_ns >= BATCH_GAP_NS)))) {
-        if (ring_flush_locked(c)) rc = RL_ECONNLOST;
-    }
+    if (rc == RL_OK && batch_due(c, batch, t) && ring_flush_locked(c)) rc = RL_ECONNLOST;
     if (c->ring.bytes > 0) {
         c->want_out = 1;
         wake = !had_out;
