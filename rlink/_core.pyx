@@ -552,97 +552,100 @@ cdef object _tuple4(type cls, object a, object b, object c, object d):
     return r
 
 
-cdef class _Reader:
-    cdef rl_reader r
-    cdef uint8_t *data
-    cdef object owner
+cdef struct _Reader:
+    # The decoding state of one message, on _decode_msg's stack (a struct,
+    # not an extension type: no object to allocate and free per message).
+    rl_reader r
+    uint8_t *data
+    PyObject *owner     # borrowed: _decode_msg holds the _Frame
 
-    cdef object value(self):
-        cdef rl_item it
-        cdef int rc = rl_read_item(&self.r, &it)
-        cdef uint32_t i, count
-        cdef const uint8_t *kp
-        cdef uint32_t kn
-        cdef cnp.npy_intp dims[32]
-        cdef int flags
-        cdef uint64_t tmp[2]
-        cdef object d, key, lst
-        cdef PyObject *descr
-        if rc != RL_OK:
-            raise _errors.ProtocolError(f"malformed message ({rl_strerror(rc).decode()})")
-        if it.tag == RL_T_DICT:
-            d = {}
-            count = it.u.count
-            for i in range(count):
-                if rl_read_key(&self.r, &kp, &kn) != RL_OK:
-                    raise _errors.ProtocolError("malformed dict key")
-                PyDict_SetItem(d, _key_str(kp, kn), self.value())
-            return d
-        if it.tag == RL_T_ARRAY:
-            for i in range(it.u.array.ndim):
-                dims[i] = <cnp.npy_intp>it.u.array.shape[i]
-            descr = <PyObject *>_DESCRS[it.u.array.dtype]
-            Py_INCREF(<object>descr)
-            flags = cnp.NPY_ARRAY_WRITEABLE | cnp.NPY_ARRAY_ALIGNED
-            flags |= cnp.NPY_ARRAY_F_CONTIGUOUS if it.u.array.aflags & RL_AF_FORTRAN else cnp.NPY_ARRAY_C_CONTIGUOUS
-            if self.data == NULL:
-                # No data section: every array in the message is empty. numpy
-                # allocates the (empty) buffer; NULL + offset would be UB.
-                return PyArray_NewFromDescr(<void *>cnp.ndarray, <void *>descr, <int>it.u.array.ndim,
-                                            dims, NULL, NULL, flags, NULL)
-            arr = PyArray_NewFromDescr(<void *>cnp.ndarray, <void *>descr, <int>it.u.array.ndim, dims, NULL,
-                                       self.data + it.u.array.offset, flags, NULL)
-            cnp.set_array_base(arr, self.owner)
-            return arr
-        if it.tag == RL_T_FLOAT:
-            return PyFloat_FromDouble(it.u.f)
-        if it.tag == RL_T_INT:
-            return PyLong_FromLongLong(it.u.i)
-        if it.tag == RL_T_SCALAR:
-            memcpy(tmp, it.u.scalar.p, rl_dtype_size(it.u.scalar.dtype))
-            return PyArray_Scalar(tmp, <void *>_DESCRS[it.u.scalar.dtype], NULL)
-        if it.tag == RL_T_TRUE:
-            return True
-        if it.tag == RL_T_FALSE:
-            return False
-        if it.tag == RL_T_NONE:
-            return None
-        if it.tag == RL_T_STR:
-            return PyUnicode_DecodeUTF8(<const char *>it.u.s.p, it.u.s.n, NULL)
-        if it.tag == RL_T_LIST:
-            count = it.u.count
-            lst = [None] * count
-            for i in range(count):
-                lst[i] = self.value()
-            return lst
-        if it.tag == RL_T_TUPLE:
-            count = it.u.count
-            lst = [None] * count
-            for i in range(count):
-                lst[i] = self.value()
-            return tuple(lst)
-        if it.tag == RL_T_BYTES:
-            return PyBytes_FromStringAndSize(<const char *>it.u.s.p, it.u.s.n)
-        if it.tag == RL_T_BIGINT:
-            return int.from_bytes(PyBytes_FromStringAndSize(<const char *>it.u.s.p, it.u.s.n),
-                                  "little", signed=True)
-        raise _errors.ProtocolError(f"unknown tag {it.tag}")
+
+cdef object _read_value(_Reader *rd):
+    cdef rl_item it
+    cdef int rc = rl_read_item(&rd.r, &it)
+    cdef uint32_t i, count
+    cdef const uint8_t *kp
+    cdef uint32_t kn
+    cdef cnp.npy_intp dims[32]
+    cdef int flags
+    cdef uint64_t tmp[2]
+    cdef object d, key, lst
+    cdef PyObject *descr
+    if rc != RL_OK:
+        raise _errors.ProtocolError(f"malformed message ({rl_strerror(rc).decode()})")
+    if it.tag == RL_T_DICT:
+        d = {}
+        count = it.u.count
+        for i in range(count):
+            if rl_read_key(&rd.r, &kp, &kn) != RL_OK:
+                raise _errors.ProtocolError("malformed dict key")
+            PyDict_SetItem(d, _key_str(kp, kn), _read_value(rd))
+        return d
+    if it.tag == RL_T_ARRAY:
+        for i in range(it.u.array.ndim):
+            dims[i] = <cnp.npy_intp>it.u.array.shape[i]
+        descr = <PyObject *>_DESCRS[it.u.array.dtype]
+        Py_INCREF(<object>descr)
+        flags = cnp.NPY_ARRAY_WRITEABLE | cnp.NPY_ARRAY_ALIGNED
+        flags |= cnp.NPY_ARRAY_F_CONTIGUOUS if it.u.array.aflags & RL_AF_FORTRAN else cnp.NPY_ARRAY_C_CONTIGUOUS
+        if rd.data == NULL:
+            # No data section: every array in the message is empty. numpy
+            # allocates the (empty) buffer; NULL + offset would be UB.
+            return PyArray_NewFromDescr(<void *>cnp.ndarray, <void *>descr, <int>it.u.array.ndim,
+                                        dims, NULL, NULL, flags, NULL)
+        arr = PyArray_NewFromDescr(<void *>cnp.ndarray, <void *>descr, <int>it.u.array.ndim, dims, NULL,
+                                   rd.data + it.u.array.offset, flags, NULL)
+        cnp.set_array_base(arr, <object>rd.owner)
+        return arr
+    if it.tag == RL_T_FLOAT:
+        return PyFloat_FromDouble(it.u.f)
+    if it.tag == RL_T_INT:
+        return PyLong_FromLongLong(it.u.i)
+    if it.tag == RL_T_SCALAR:
+        memcpy(tmp, it.u.scalar.p, rl_dtype_size(it.u.scalar.dtype))
+        return PyArray_Scalar(tmp, <void *>_DESCRS[it.u.scalar.dtype], NULL)
+    if it.tag == RL_T_TRUE:
+        return True
+    if it.tag == RL_T_FALSE:
+        return False
+    if it.tag == RL_T_NONE:
+        return None
+    if it.tag == RL_T_STR:
+        return PyUnicode_DecodeUTF8(<const char *>it.u.s.p, it.u.s.n, NULL)
+    if it.tag == RL_T_LIST:
+        count = it.u.count
+        lst = [None] * count
+        for i in range(count):
+            lst[i] = _read_value(rd)
+        return lst
+    if it.tag == RL_T_TUPLE:
+        count = it.u.count
+        lst = [None] * count
+        for i in range(count):
+            lst[i] = _read_value(rd)
+        return tuple(lst)
+    if it.tag == RL_T_BYTES:
+        return PyBytes_FromStringAndSize(<const char *>it.u.s.p, it.u.s.n)
+    if it.tag == RL_T_BIGINT:
+        return int.from_bytes(PyBytes_FromStringAndSize(<const char *>it.u.s.p, it.u.s.n),
+                              "little", signed=True)
+    raise _errors.ProtocolError(f"unknown tag {it.tag}")
 
 
 cdef object _decode_msg(rl_msg *m, const rl_limits *lim):
     """Decode a received frame; takes ownership of m."""
-    cdef _Reader rd = _Reader.__new__(_Reader)
+    cdef _Reader rd
     cdef _Frame owner = None
+    rd.owner = NULL
+    rd.data = NULL
     if m.hdr.data_len > 0:
         owner = _Frame.__new__(_Frame)
         owner.msg = m
-        rd.owner = owner
+        rd.owner = <PyObject *>owner
         rd.data = rl_msg_data(m)
-    else:
-        rd.data = NULL
     rl_reader_init(&rd.r, rl_msg_meta(m), m.hdr.meta_len, m.hdr.data_len, lim)
     try:
-        return rd.value()
+        return _read_value(&rd)
     finally:
         if owner is None:
             rl_msg_free(m)
