@@ -506,6 +506,12 @@ static int ring_put_copy(rl_conn *c, const void *p, size_t n) {
     return rc;
 }
 
+static uint8_t *ring_put_room(rl_conn *c, size_t n) {
+    uint8_t *p = rl_ring_push_room(&c->ring, n);
+    if (p) c->bytes_in += n;
+    return p;
+}
+
 static int ring_put_ref(rl_conn *c, rl_buf *b, const uint8_t *p, size_t n) {
     int rc = rl_ring_push_ref(&c->ring, b, p, n);
     if (!rc) c->bytes_in += n;
@@ -1198,17 +1204,25 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
         rc = direct_write(n, c, hdr, iov, iovcnt, total, deadline, t, &sent);
         if (rc != RL_OK || sent == total) goto out;
     }
-    /* Copy what the socket did not take into the ring. */
-    if (sent < RL_HEADER_SIZE && ring_put_copy(c, hdr + sent, RL_HEADER_SIZE - (size_t)sent))
+    /* Copy what the socket did not take into the ring, whole or not at
+     * all (a part of a frame would corrupt the stream). */
+    uint8_t *dst = ring_put_room(c, (size_t)(total - sent));
+    if (!dst) {
         rc = RL_ENOMEM;
-    sent = sent > RL_HEADER_SIZE ? sent - RL_HEADER_SIZE : 0;
-    for (int j = 0; rc == RL_OK && j < iovcnt; j++) {
-        if (sent >= iov[j].len) { sent -= iov[j].len; continue; }
-        if (ring_put_copy(c, (const uint8_t *)iov[j].base + sent, iov[j].len - (size_t)sent))
-            rc = RL_ENOMEM;
-        sent = 0;
+    } else {
+        if (sent < RL_HEADER_SIZE) {
+            memcpy(dst, hdr + sent, RL_HEADER_SIZE - (size_t)sent);
+            dst += RL_HEADER_SIZE - (size_t)sent;
+        }
+        sent = sent > RL_HEADER_SIZE ? sent - RL_HEADER_SIZE : 0;
+        for (int j = 0; j < iovcnt; j++) {
+            if (sent >= iov[j].len) { sent -= iov[j].len; continue; }
+            memcpy(dst, (const uint8_t *)iov[j].base + sent, iov[j].len - (size_t)sent);
+            dst += iov[j].len - (size_t)sent;
+            sent = 0;
+        }
+        ring_mark_message(c);
     }
-    if (rc == RL_OK) ring_mark_message(c);
     if (rc == RL_OK && batch_due(c, batch, t) && ring_flush_locked(c)) rc = RL_ECONNLOST;
     if (c->ring.bytes > 0) {
         c->want_out = 1;

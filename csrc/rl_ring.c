@@ -169,26 +169,34 @@ int rl_ring_push_ref(rl_ring *r, rl_buf *b, const uint8_t *p, size_t n) {
     return 0;
 }
 
-int rl_ring_push_copy(rl_ring *r, const void *p, size_t n) {
-    if (n == 0) return 0;
+uint8_t *rl_ring_push_room(rl_ring *r, size_t n) {
+    if (n == 0) return NULL;
     rl_seg *t = ring_tail(r);
+    uint8_t *at;
     /* Coalesce into the tail chunk when it is ours alone and has room. */
     if (t && t->owner && t->p + t->len == t->owner->data + t->owner->len &&
         t->owner->cap - t->owner->len >= n &&
         rl_atomic_load(&t->owner->refs, RL_ACQUIRE) == 1) {
-        memcpy(t->owner->data + t->owner->len, p, n);
+        at = t->owner->data + t->owner->len;
         t->owner->len += n;
         t->len += n;
         r->bytes += n;
-        return 0;
+        return at;
     }
     rl_buf *b = rl_buf_new(n < RL_RING_CHUNK ? RL_RING_CHUNK : n);
-    if (!b) return RL_ENOMEM;
-    memcpy(b->data, p, n);
+    if (!b) return NULL;
     b->len = n;
-    int rc = rl_ring_push_ref(r, b, b->data, n);
-    rl_buf_unref(b);
-    return rc;
+    at = rl_ring_push_ref(r, b, b->data, n) == 0 ? b->data : NULL;
+    rl_buf_unref(b);   /* the ring holds it, or nobody: freed */
+    return at;
+}
+
+int rl_ring_push_copy(rl_ring *r, const void *p, size_t n) {
+    if (n == 0) return 0;
+    uint8_t *at = rl_ring_push_room(r, n);
+    if (!at) return RL_ENOMEM;
+    memcpy(at, p, n);
+    return 0;
 }
 
 int rl_ring_peek(const rl_ring *r, void **bases, size_t *lens, int max) {

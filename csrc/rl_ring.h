@@ -60,6 +60,12 @@ void rl_ring_free(rl_ring *r);
 /* Copy n bytes at p onto the tail, coalescing into the last chunk when it
  * has room. Returns 0 or RL_ENOMEM (then nothing was added). */
 int rl_ring_push_copy(rl_ring *r, const void *p, size_t n);
+/* Room for n > 0 more bytes at the tail (in the last chunk when it has
+ * room, else in a new one), already counted in r->bytes: the caller fills
+ * all n before the ring is read. Returns NULL when out of memory (then
+ * nothing was added). One frame copied in pieces goes in whole or not at
+ * all. */
+uint8_t *rl_ring_push_room(rl_ring *r, size_t n);
 /* Append a segment referring to [p, p+n) inside b (takes a new reference),
  * or extend the tail segment if it refers to b and ends at p. */
 int rl_ring_push_ref(rl_ring *r, rl_buf *b, const uint8_t *p, size_t n);

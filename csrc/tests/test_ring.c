@@ -190,7 +190,46 @@ static void test_ring_empty_ops(void) {
     rl_ring_free(&r);
 }
 
+/* push_room hands out room the caller fills: in the tail chunk while it
+ * fits, else in a chunk of its own; filled in pieces, it drains whole and
+ * in order. A buffer someone else still references is never written. */
+static void test_ring_push_room(void) {
+    rl_ring r;
+    rl_ring_init(&r);
+    uint8_t src[3 * RL_RING_CHUNK], out[sizeof src];
+    for (size_t i = 0; i < sizeof src; i++) src[i] = (uint8_t)(i * 13 + 5);
+    CHECK(rl_ring_push_room(&r, 0) == NULL);
+    uint8_t *a = rl_ring_push_room(&r, 100);
+    if (!CHECK(a != NULL)) return;
+    memcpy(a, src, 40);              /* one frame, filled in two pieces */
+    memcpy(a + 40, src + 40, 60);
+    uint8_t *b = rl_ring_push_room(&r, 200);
+    CHECK(b == a + 100);             /* coalesced into the same chunk */
+    memcpy(b, src + 100, 200);
+    CHECK_EQU(r.count, 1);
+    CHECK_EQU(r.bytes, 300);
+    /* a frame larger than a chunk: its own segment */
+    uint8_t *c = rl_ring_push_room(&r, 2 * RL_RING_CHUNK);
+    if (!CHECK(c != NULL)) return;
+    memcpy(c, src + 300, 2 * RL_RING_CHUNK);
+    CHECK_EQU(r.count, 2);
+    /* the tail is shared (another reference): new room goes elsewhere */
+    rl_buf *shared = rl_buf_new(64);
+    CHECK_EQ(rl_ring_push_ref(&r, shared, shared->data, 0), 0);
+    size_t before = 300 + 2 * RL_RING_CHUNK;
+    uint8_t *d = rl_ring_push_room(&r, 10);
+    if (!CHECK(d != NULL)) return;
+    CHECK(d < shared->data || d >= shared->data + shared->cap);
+    memcpy(d, src + before, 10);
+    rl_buf_unref(shared);
+    size_t got = drain(&r, out, sizeof out, 1000);
+    CHECK_EQU(got, before + 10);
+    CHECK(memcmp(src, out, got) == 0);
+    rl_ring_free(&r);
+}
+
 static const rl_test ring_tests[] = {
+    RL_TEST(test_ring_push_room),
     RL_TEST(test_ring_order_and_coalescing),
     RL_TEST(test_ring_interleaved),
     RL_TEST(test_ring_shared_buffer),
