@@ -24,7 +24,8 @@ typedef SSIZE_T ssize_t;
 extern "C" {
 #endif
 
-/* Socket buffer size requested for data connections (multi-MB messages). */
+/* Socket buffer size requested for local (AF_UNIX) data connections, which
+ * have no autotuning; TCP connections keep the kernel's autotuning. */
 #define RL_SOCK_BUF (4 << 20)
 
 /* Bind to host:port (host NULL/"" = all interfaces, IPv6 dual stack where
@@ -45,7 +46,8 @@ int rl_sock_connect(const char *host, int port, int timeout_ms);
 /* Accept one connection (non-blocking); returns fd, RL_EAGAIN or RL_ESYS. */
 int rl_sock_accept(int lfd);
 
-/* TCP_NODELAY, buffer sizes, non-blocking, close-on-exec. */
+/* Non-blocking, close-on-exec; TCP_NODELAY on TCP, RL_SOCK_BUF buffers on
+ * AF_UNIX. */
 void rl_sock_tune(int fd);
 
 /* The kernel's smoothed round-trip time estimate for a connected TCP socket
