@@ -1209,6 +1209,9 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
     uint8_t *dst = ring_put_room(c, (size_t)(total - sent));
     if (!dst) {
         rc = RL_ENOMEM;
+        /* the frame's start is on the wire: this stream cannot go on (the
+         * I/O thread sees the shut socket and drops the connection) */
+        if (sent > 0) rl_sock_shutdown(c->fd, RL_SHUT_RDWR);
     } else {
         if (sent < RL_HEADER_SIZE) {
             memcpy(dst, hdr + sent, RL_HEADER_SIZE - (size_t)sent);
