@@ -211,7 +211,9 @@ uint64_t rl_node_id(const rl_node *n);
  * peer_id selects the connection on a learner; an actor ignores it.
  * Blocks while the connection's send queue is over its bound (up to
  * timeout_ms); then writes directly if nothing is queued, and copies what the
- * socket did not take. Returns RL_OK, RL_ETIMEDOUT (nothing was sent),
+ * socket did not take. timeout_ms 0 never waits, not even for a lock held
+ * across another sender's blocking write (a caller holding an interpreter
+ * lock may use it). Returns RL_OK, RL_ETIMEDOUT (nothing was sent),
  * RL_ECLOSED, RL_ECONNLOST / RL_ENOCONN, RL_ETOOBIG. */
 typedef struct rl_iov { const void *base; size_t len; } rl_iov;
 int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *h,

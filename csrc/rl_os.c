@@ -43,6 +43,7 @@ void rl_aligned_free(void *p) { _aligned_free(p); }
 void rl_mutex_init(rl_mutex *m) { InitializeSRWLock((PSRWLOCK)m); }
 void rl_mutex_destroy(rl_mutex *m) { (void)m; }   /* an SRWLOCK holds no resources */
 void rl_mutex_lock(rl_mutex *m) { AcquireSRWLockExclusive((PSRWLOCK)m); }
+int rl_mutex_trylock(rl_mutex *m) { return TryAcquireSRWLockExclusive((PSRWLOCK)m) != 0; }
 void rl_mutex_unlock(rl_mutex *m) { ReleaseSRWLockExclusive((PSRWLOCK)m); }
 
 void rl_cond_init(rl_cond *cv) { InitializeConditionVariable((PCONDITION_VARIABLE)cv); }

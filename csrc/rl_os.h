@@ -147,6 +147,7 @@ typedef struct rl_mutex { void *opaque; } rl_mutex;   /* an SRWLOCK */
 void rl_mutex_init(rl_mutex *m);
 void rl_mutex_destroy(rl_mutex *m);
 void rl_mutex_lock(rl_mutex *m);
+int rl_mutex_trylock(rl_mutex *m);   /* 1: taken; 0: held by another thread */
 void rl_mutex_unlock(rl_mutex *m);
 
 typedef struct rl_cond { void *opaque; } rl_cond;     /* a CONDITION_VARIABLE */
@@ -165,6 +166,7 @@ typedef pthread_mutex_t rl_mutex;
 static inline void rl_mutex_init(rl_mutex *m) { pthread_mutex_init(m, NULL); }
 static inline void rl_mutex_destroy(rl_mutex *m) { pthread_mutex_destroy(m); }
 static inline void rl_mutex_lock(rl_mutex *m) { pthread_mutex_lock(m); }
+static inline int rl_mutex_trylock(rl_mutex *m) { return pthread_mutex_trylock(m) == 0; }
 static inline void rl_mutex_unlock(rl_mutex *m) { pthread_mutex_unlock(m); }
 
 typedef pthread_cond_t rl_cond;

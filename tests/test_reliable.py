@@ -796,3 +796,41 @@ def test_learner_kill9_and_restart(mode, setting, table, wait_until):
     assert all(red for q, red in new if q in old_set), detail
     assert dup == len(old_set & set(new_seqs))
     assert a["reconnects"] >= 1
+
+
+_NOWAIT_SCRIPT = r"""
+import threading, time, numpy as np, rlink
+with rlink.LearnerNode(port=0, reliable=True, max_queue_bytes=1 << 20) as learner:
+    with rlink.ActorNode(learner_address=f"127.0.0.1:{learner.port}", local=False) as actor:
+        big = {"x": np.zeros(64 << 20, np.uint8)}
+        writer = threading.Thread(target=lambda: [actor.send_trajectory(big) for _ in range(2)])
+        writer.start()
+        outcome, deadline = None, time.monotonic() + 30
+        while outcome is None and time.monotonic() < deadline:
+            try:
+                actor.send_trajectory({"small": 1}, timeout=0)
+            except rlink.TimeoutError:
+                outcome = "timeout"
+            time.sleep(0.001)   # pacing of the probe, bounded by the deadline
+        deadline = time.monotonic() + 60
+        while writer.is_alive() and time.monotonic() < deadline:   # let the writer finish
+            try:
+                learner.receive_many(64, timeout=0.5)
+            except rlink.TimeoutError:
+                pass
+        writer.join(5)
+        print(outcome, writer.is_alive())
+"""
+
+
+def test_send_with_no_timeout_does_not_wait_behind_a_blocked_large_write(tmp_path):
+    # A thread writes 64 MiB trajectories to a learner that stops reading, so
+    # it blocks inside its write holding the reliable send lock. Another
+    # thread's send_trajectory(timeout=0) must raise TimeoutError at once: a
+    # small send is first tried holding the GIL, and waiting for that lock
+    # there would stall every Python thread (this one never returned).
+    script = tmp_path / "nowait.py"
+    script.write_text(_NOWAIT_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["timeout", "False"], (proc.stdout, proc.stderr[-2000:])
