@@ -146,6 +146,8 @@ int rl_sock_errno(void) { return rl_sock_errno_from(WSAGetLastError()); }
 
 unsigned rl_fork_count(void) { return 0; }   /* no fork() */
 
+int rl_fork_guard(rl_mutex *m) { (void)m; return 0; }   /* no fork() */
+
 #else
 /* ======================================================================== */
 /* POSIX                                                                    */
@@ -224,5 +226,40 @@ static void fork_register(void) { pthread_atfork(NULL, NULL, fork_in_child); }
 unsigned rl_fork_count(void) {
     pthread_once(&fork_once, fork_register);
     return rl_atomic_load(&fork_count, RL_RELAXED);
+}
+
+/* rl_fork_guard: the guarded mutexes, appended under guard_mu and never
+ * removed. The prepare handler takes guard_mu, then each guarded mutex in
+ * the order they were guarded; parent and child release them in reverse. */
+#define FORK_GUARDS 8
+static pthread_mutex_t guard_mu = PTHREAD_MUTEX_INITIALIZER;
+static rl_mutex *guarded[FORK_GUARDS];
+static int nguarded;
+static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
+
+static void guard_prepare(void) {
+    pthread_mutex_lock(&guard_mu);
+    for (int i = 0; i < nguarded; i++) rl_mutex_lock(guarded[i]);
+}
+
+static void guard_release(void) {
+    for (int i = nguarded - 1; i >= 0; i--) rl_mutex_unlock(guarded[i]);
+    pthread_mutex_unlock(&guard_mu);
+}
+
+static void guard_register(void) { pthread_atfork(guard_prepare, guard_release, guard_release); }
+
+int rl_fork_guard(rl_mutex *m) {
+    pthread_once(&guard_once, guard_register);
+    int rc = -1;
+    pthread_mutex_lock(&guard_mu);
+    for (int i = 0; i < nguarded; i++)
+        if (guarded[i] == m) rc = 0;
+    if (rc && nguarded < FORK_GUARDS) {
+        guarded[nguarded++] = m;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&guard_mu);
+    return rc;
 }
 #endif

@@ -195,6 +195,16 @@ void rl_thread_join(rl_thread t);
  * locks and threads are the parent's. Thread-safe. */
 unsigned rl_fork_count(void);
 
+/* Guard a process-wide mutex against fork(): it is held across every later
+ * fork() (taken in the at-fork prepare handler, released in parent and
+ * child), so a child never inherits it locked by a thread that does not
+ * exist there. For leaf locks only: nothing else may be taken while holding
+ * one. Call it before the mutex is first taken (a caller keeps its own
+ * "done" flag: this call takes a lock). Idempotent; guards up to 8 mutexes
+ * in all (more are refused: returns -1). Thread-safe. Windows: no fork(),
+ * returns 0 and does nothing. */
+int rl_fork_guard(rl_mutex *m);
+
 /* ---- sockets -------------------------------------------------------------- */
 /* Start the socket library once (Winsock 2.2; nothing elsewhere). Returns 0,
  * or -1. Every rl_sock function that makes a socket or resolves a name

@@ -20,9 +20,20 @@
 #define FRAME_CACHE_BYTES ((size_t)256 << 20)
 
 static rl_mutex frame_cache_mu = RL_MUTEX_INITIALIZER;
+static int frame_cache_guarded;   /* rl_fork_guard(&frame_cache_mu) done */
 static struct { uint8_t *p; size_t cap; } frame_cache[FRAME_CACHE_SLOTS];
 static int frame_cache_n;
 static size_t frame_cache_bytes;
+
+/* Take the cache's lock. An I/O thread may hold it when another thread
+ * forks: the child must not inherit it locked. */
+static void cache_lock(void) {
+    if (!rl_atomic_load(&frame_cache_guarded, RL_ACQUIRE)) {
+        rl_fork_guard(&frame_cache_mu);
+        rl_atomic_store(&frame_cache_guarded, 1, RL_RELEASE);
+    }
+    rl_mutex_lock(&frame_cache_mu);
+}
 
 /* frame_cache_mu held; keeps the others in the order they were freed */
 static void cache_remove(int i) {
@@ -33,7 +44,7 @@ static void cache_remove(int i) {
 uint8_t *rl_mem_alloc(size_t size, size_t *cap) {
     size_t want = (size + 63) & ~(size_t)63;
     if (want >= FRAME_CACHE_MIN) {
-        rl_mutex_lock(&frame_cache_mu);
+        cache_lock();
         /* the smallest that fits; of equal ones the latest freed, whose
          * bytes are likeliest still in cache */
         int best = -1;
@@ -58,7 +69,7 @@ uint8_t *rl_mem_alloc(size_t size, size_t *cap) {
 void rl_mem_free(uint8_t *p, size_t cap) {
     if (!p) return;
     if (cap >= FRAME_CACHE_MIN) {
-        rl_mutex_lock(&frame_cache_mu);
+        cache_lock();
         if (frame_cache_n == FRAME_CACHE_SLOTS || frame_cache_bytes + cap > FRAME_CACHE_BYTES) {
             /* evict the smallest to make room for a large one, else drop this */
             int small = -1;

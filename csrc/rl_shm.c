@@ -309,6 +309,7 @@ uint64_t rl_shm_map_size(const rl_shm_map *m) { return m->size; }
 /* This process's /proc/self/pagemap, opened once (and again in a forked
  * child: an inherited descriptor would read the parent's pages). */
 static rl_mutex pagemap_mu = RL_MUTEX_INITIALIZER;
+static int pagemap_guarded;   /* rl_fork_guard(&pagemap_mu) done */
 static int pagemap_fd = -1;
 static pid_t pagemap_pid;
 
@@ -320,6 +321,10 @@ static int written_here(const uint8_t *p, size_t n) {
     size_t pg = page_size(), npages = n / pg;
     uint64_t e[512];
     int rc = 0;
+    if (!rl_atomic_load(&pagemap_guarded, RL_ACQUIRE)) {   /* not inherited locked by a child */
+        rl_fork_guard(&pagemap_mu);
+        rl_atomic_store(&pagemap_guarded, 1, RL_RELEASE);
+    }
     rl_mutex_lock(&pagemap_mu);
     pid_t pid = getpid();
     if (pagemap_fd < 0 || pagemap_pid != pid) {

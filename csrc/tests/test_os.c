@@ -366,8 +366,45 @@ static void test_os_fork_count(void) {
 #endif
 }
 
+/* A guarded mutex that another thread holds when fork() is called: fork
+ * waits for its release, and the child finds it free. (Unguarded, the child
+ * would inherit it locked, by a thread that does not exist there.) */
+static struct { rl_mutex mu; int locked; } guard_arg = {RL_MUTEX_INITIALIZER, 0};
+#if !defined(_WIN32)
+static RL_THREAD_RESULT RL_THREAD_CALL guard_holder(void *arg) {
+    (void)arg;
+    rl_mutex_lock(&guard_arg.mu);
+    rl_atomic_store(&guard_arg.locked, 1, RL_RELEASE);
+    rl_sleep_ms(50);   /* the main thread forks meanwhile */
+    rl_mutex_unlock(&guard_arg.mu);
+    return 0;
+}
+#endif
+
+static void test_os_fork_guard(void) {
+    CHECK_EQ(rl_fork_guard(&guard_arg.mu), 0);
+    CHECK_EQ(rl_fork_guard(&guard_arg.mu), 0);   /* idempotent */
+#if !defined(_WIN32)
+    rl_thread t;
+    if (!CHECK_EQ(rl_thread_create(&t, guard_holder, NULL), 0)) return;
+    for (int i = 0; i < 5000 && !rl_atomic_load(&guard_arg.locked, RL_ACQUIRE); i++) rl_sleep_ms(1);
+    CHECK(rl_atomic_load(&guard_arg.locked, RL_ACQUIRE));
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) _exit(rl_mutex_trylock(&guard_arg.mu) ? 0 : 1);
+    rl_thread_join(t);
+    if (!CHECK(pid >= 0)) return;
+    int st = 0;
+    CHECK_EQ(waitpid(pid, &st, 0), pid);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* and the parent's is free again */
+    if (CHECK(rl_mutex_trylock(&guard_arg.mu))) rl_mutex_unlock(&guard_arg.mu);
+#endif
+}
+
 static const rl_test os_tests[] = {
     RL_TEST(test_os_fork_count),
+    RL_TEST(test_os_fork_guard),
     RL_TEST(test_os_clock_sleep),
     RL_TEST(test_os_cond_timeout),
     RL_TEST(test_os_threads_atomics),
