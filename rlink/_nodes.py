@@ -652,7 +652,9 @@ class ActorNode(_Node):
 
         Returns once the message is written to the socket or copied into the
         send queue (reliable mode: into the retained window): the caller may
-        then reuse its arrays. Blocks while the queue is full, up to
+        then reuse its arrays. A large message is written straight from the
+        arrays; what the socket has not taken after about 100 ms is copied
+        into the send queue. Blocks while the queue is full, up to
         ``timeout`` seconds, then raises :class:`rlink.TimeoutError` with
         nothing sent. The learner sees ``params_version`` as
         ``Message.params_version``: by default the version last returned by

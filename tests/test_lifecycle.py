@@ -228,6 +228,14 @@ def _unsent_bytes_to(port):
 
 @pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc/net/tcp")
 def test_close_wakes_sender_blocked_writing_a_large_message(wait_until):
+    """close() ends a send that is writing a large message to a learner that
+    has stopped reading. The binding waits in slices of 100 ms (so that
+    Ctrl-C is seen), and a large message the socket has not taken when its
+    slice ends has the rest copied into the send queue: on a slow run the
+    call may return before close(), which then discards the queued rest.
+    Either way the sender does not hang and sees nothing but ClosedError.
+    The wake itself, without slices: csrc/tests/test_node.c,
+    test_node_close_wakes_direct_writer."""
     with rlink.LearnerNode(port=0, max_queue_messages=1) as learner:
         # TCP: the check below reads the kernel's TCP send queue
         actor = rlink.ActorNode(learner.address, connect_timeout=T, local=False)
@@ -237,12 +245,12 @@ def test_close_wakes_sender_blocked_writing_a_large_message(wait_until):
             th, result, errors, started = run_in_thread(lambda: actor.send_trajectory(big))
             # the big frame is being written: the socket towards the learner is backed up
             assert wait_until(lambda: _unsent_bytes_to(learner.port) > 0 or not th.is_alive())
-            assert th.is_alive() and not errors, errors
+            assert not errors, errors
         finally:
             actor.close(timeout=0)
         th.join(T)
         assert not th.is_alive(), "close() did not wake a sender blocked writing"
-        assert len(errors) == 1 and isinstance(errors[0], rlink.ClosedError), errors
+        assert errors == [] or (len(errors) == 1 and isinstance(errors[0], rlink.ClosedError)), errors
 
 
 # --------------------------------------------------------------------------

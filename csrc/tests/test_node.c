@@ -249,11 +249,61 @@ static void test_node_max_connections(void) {
     rl_node_destroy(L);
 }
 
+/* close() wakes a sender blocked writing a large frame to a learner that
+ * has stopped reading (its queue of one is full): the send fails with
+ * RL_ECLOSED at once; it neither waits for its deadline nor completes. */
+static struct { rl_node *a; int rc; } dw_arg;
+static RL_THREAD_RESULT RL_THREAD_CALL dw_sender(void *arg) {
+    (void)arg;
+    dw_arg.rc = send_msg(dw_arg.a, 0, RL_KIND_TRAJ, 0, 2, (size_t)16 << 20);   /* 64 MiB */
+    return 0;
+}
+
+static void test_node_close_wakes_direct_writer(void) {
+    rl_config lc, ac;
+    rl_config_default(&lc, RL_ROLE_LEARNER);
+    rl_config_default(&ac, RL_ROLE_ACTOR);
+    lc.queue_max_msgs = 1;
+    lc.local = ac.local = 0;   /* TCP: the frame goes on the stream, not in a region */
+    rl_node *L = NULL, *A = NULL;
+    int port = 0;
+    rl_hello peer;
+    rl_stats st;
+    if (!CHECK_EQ(rl_node_create(&lc, &L), RL_OK)) return;
+    CHECK_EQ(rl_node_listen(L, "127.0.0.1", 0, &port), RL_OK);
+    CHECK_EQ(rl_node_start(L), RL_OK);
+    if (!CHECK_EQ(rl_node_create(&ac, &A), RL_OK)) return;
+    CHECK_EQ(rl_node_connect(A, "127.0.0.1", port, 5000, &peer), RL_OK);
+    CHECK_EQ(rl_node_start(A), RL_OK);
+    CHECK_EQ(send_msg(A, 0, RL_KIND_TRAJ, 0, 1, 4), RL_OK);
+    /* once the learner has queued it, it reads nothing more */
+    rl_node_stats(L, &st);
+    for (int i = 0; i < 500 && st.received < 1; i++) { rl_sleep_ms(10); rl_node_stats(L, &st); }
+    CHECK_EQU(st.received, 1);
+    dw_arg.a = A;
+    dw_arg.rc = 0;
+    rl_thread t;
+    if (CHECK_EQ(rl_thread_create(&t, dw_sender, NULL), 0)) {
+        /* until the sender has counted the frame (it writes it next) */
+        rl_node_stats(A, &st);
+        for (int i = 0; i < 5000 && st.sent < 2; i++) { rl_sleep_ms(1); rl_node_stats(A, &st); }
+        long long t0 = rl_now_ms();
+        rl_node_close(A, 0);
+        rl_thread_join(t);
+        CHECK_EQ(dw_arg.rc, RL_ECLOSED);
+        CHECK(rl_now_ms() - t0 < 4000);   /* woken, not ended by send_msg's 5 s deadline */
+    }
+    rl_node_destroy(A);
+    rl_node_close(L, 100);
+    rl_node_destroy(L);
+}
+
 static const rl_test node_tests[] = {
     RL_TEST(test_node_patterns),
     RL_TEST(test_node_rejects_garbage),
     RL_TEST(test_node_auth),
     RL_TEST(test_node_max_connections),
+    RL_TEST(test_node_close_wakes_direct_writer),
 };
 
 void run_node_tests(void) { RL_RUN_SUITE(node_tests); }
