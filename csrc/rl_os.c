@@ -263,3 +263,11 @@ int rl_fork_guard(rl_mutex *m) {
     return rc;
 }
 #endif
+
+void rl_mutex_lock_forksafe(rl_mutex *m, int *guarded) {
+    if (!rl_atomic_load(guarded, RL_ACQUIRE)) {
+        rl_fork_guard(m);
+        rl_atomic_store(guarded, 1, RL_RELEASE);
+    }
+    rl_mutex_lock(m);
+}

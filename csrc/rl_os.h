@@ -204,6 +204,11 @@ unsigned rl_fork_count(void);
  * in all (more are refused: returns -1). Thread-safe. Windows: no fork(),
  * returns 0 and does nothing. */
 int rl_fork_guard(rl_mutex *m);
+/* Lock a process-wide leaf mutex, guarding it with rl_fork_guard on the
+ * first call. *guarded is the caller's flag for that mutex (a static int,
+ * 0 at first): after the first call, one atomic load more than
+ * rl_mutex_lock. Thread-safe. */
+void rl_mutex_lock_forksafe(rl_mutex *m, int *guarded);
 
 /* ---- sockets -------------------------------------------------------------- */
 /* Start the socket library once (Winsock 2.2; nothing elsewhere). Returns 0,

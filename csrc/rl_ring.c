@@ -27,13 +27,7 @@ static size_t frame_cache_bytes;
 
 /* Take the cache's lock. An I/O thread may hold it when another thread
  * forks: the child must not inherit it locked. */
-static void cache_lock(void) {
-    if (!rl_atomic_load(&frame_cache_guarded, RL_ACQUIRE)) {
-        rl_fork_guard(&frame_cache_mu);
-        rl_atomic_store(&frame_cache_guarded, 1, RL_RELEASE);
-    }
-    rl_mutex_lock(&frame_cache_mu);
-}
+static void cache_lock(void) { rl_mutex_lock_forksafe(&frame_cache_mu, &frame_cache_guarded); }
 
 /* frame_cache_mu held; keeps the others in the order they were freed */
 static void cache_remove(int i) {

@@ -321,11 +321,7 @@ static int written_here(const uint8_t *p, size_t n) {
     size_t pg = page_size(), npages = n / pg;
     uint64_t e[512];
     int rc = 0;
-    if (!rl_atomic_load(&pagemap_guarded, RL_ACQUIRE)) {   /* not inherited locked by a child */
-        rl_fork_guard(&pagemap_mu);
-        rl_atomic_store(&pagemap_guarded, 1, RL_RELEASE);
-    }
-    rl_mutex_lock(&pagemap_mu);
+    rl_mutex_lock_forksafe(&pagemap_mu, &pagemap_guarded);   /* never inherited locked by a child */
     pid_t pid = getpid();
     if (pagemap_fd < 0 || pagemap_pid != pid) {
         if (pagemap_fd >= 0) close(pagemap_fd);

@@ -287,11 +287,11 @@ static void test_node_close_wakes_direct_writer(void) {
         /* until the sender has counted the frame (it writes it next) */
         rl_node_stats(A, &st);
         for (int i = 0; i < 5000 && st.sent < 2; i++) { rl_sleep_ms(1); rl_node_stats(A, &st); }
-        long long t0 = rl_now_ms();
         rl_node_close(A, 0);
         rl_thread_join(t);
+        /* woken: a send ended by its deadline would have queued the rest
+         * and returned RL_OK */
         CHECK_EQ(dw_arg.rc, RL_ECLOSED);
-        CHECK(rl_now_ms() - t0 < 4000);   /* woken, not ended by send_msg's 5 s deadline */
     }
     rl_node_destroy(A);
     rl_node_close(L, 100);
