@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "rl_frame.h"
+#include "rl_ring.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -218,6 +219,17 @@ uint64_t rl_node_id(const rl_node *n);
 typedef struct rl_iov { const void *base; size_t len; } rl_iov;
 int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *h,
                  const rl_iov *iov, int iovcnt, int timeout_ms);
+
+/* rl_node_send without the retained copy: a reliable actor's trajectory
+ * going over a stream (not through shared memory) is retained by reference
+ * to the caller's memory. The node then takes a reference to owner (an
+ * rl_buf_wrap standing for iov's bytes) and drops it once the frame is
+ * acknowledged and written, or the node is destroyed; until then the caller
+ * keeps iov's bytes alive and unchanged (a resend after a reconnect reads
+ * them again). In every other case owner is not kept and the call is
+ * rl_node_send. The gather list itself (iov[]) is copied. */
+int rl_node_send_owned(rl_node *n, uint64_t peer_id, const rl_header *h,
+                       const rl_iov *iov, int iovcnt, int timeout_ms, rl_buf *owner);
 
 /* Learner: publish parameters to every actor (now and later joiners).
  * The frame is copied once into a shared buffer; each actor is sent only the

@@ -99,6 +99,7 @@ rl_buf *rl_buf_new(size_t cap) {
         rl_buf *b = (rl_buf *)mem;
         b->data = mem + head;
         b->alloc = 0;   /* inline */
+        b->release = NULL;
         b->refs = 1;
         b->len = 0;
         b->cap = cap;
@@ -108,9 +109,19 @@ rl_buf *rl_buf_new(size_t cap) {
     if (!b) return NULL;
     b->data = rl_mem_alloc(cap, &b->alloc);
     if (!b->data) { free(b); return NULL; }
+    b->release = NULL;
     b->refs = 1;
     b->len = 0;
     b->cap = cap;
+    return b;
+}
+
+rl_buf *rl_buf_wrap(void (*release)(void *ctx), void *ctx) {
+    rl_buf *b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    b->release = release;
+    b->ctx = ctx;
+    b->refs = 1;
     return b;
 }
 
@@ -121,7 +132,8 @@ rl_buf *rl_buf_ref(rl_buf *b) {
 
 void rl_buf_unref(rl_buf *b) {
     if (b && rl_atomic_sub(&b->refs, 1, RL_ACQ_REL) == 0) {
-        if (b->alloc) { rl_mem_free(b->data, b->alloc); free(b); }
+        if (b->release) { b->release(b->ctx); free(b); }
+        else if (b->alloc) { rl_mem_free(b->data, b->alloc); free(b); }
         else rl_aligned_free(b);   /* inline: b is the aligned block itself */
     }
 }
@@ -140,9 +152,12 @@ void rl_ring_free(rl_ring *r) {
     rl_ring_init(r);
 }
 
-static int ring_grow(rl_ring *r) {
-    if (r->count < r->cap) return 0;
+int rl_ring_reserve(rl_ring *r, size_t k) {
+    if (r->count > SIZE_MAX / sizeof(rl_seg) / 4 || k > SIZE_MAX / sizeof(rl_seg) / 4 - r->count)
+        return RL_ENOMEM;
+    if (r->count + k <= r->cap) return 0;
     size_t cap = r->cap ? r->cap * 2 : 16;
+    while (cap < r->count + k) cap *= 2;
     rl_seg *s = malloc(cap * sizeof *s);
     if (!s) return RL_ENOMEM;
     for (size_t i = 0; i < r->count; i++) s[i] = r->segs[(r->head + i) % r->cap];
@@ -152,6 +167,8 @@ static int ring_grow(rl_ring *r) {
     r->head = 0;
     return 0;
 }
+
+static int ring_grow(rl_ring *r) { return rl_ring_reserve(r, 1); }
 
 static rl_seg *ring_tail(rl_ring *r) {
     return r->count ? &r->segs[(r->head + r->count - 1) % r->cap] : NULL;

@@ -27,15 +27,25 @@ extern "C" {
 uint8_t *rl_mem_alloc(size_t size, size_t *cap);
 void rl_mem_free(uint8_t *p, size_t cap);
 
-/* A reference-counted byte buffer. */
+/* A reference-counted byte buffer: bytes of its own, or (rl_buf_wrap) a
+ * stand-in for memory that somebody else owns. */
 typedef struct rl_buf {
     long refs;            /* atomic */
     size_t len, cap;
     size_t alloc;         /* what rl_mem_alloc gave; 0 = data inline after the struct */
-    uint8_t *data;        /* 64-byte aligned, owned */
+    uint8_t *data;        /* 64-byte aligned, owned; NULL for a wrap */
+    void (*release)(void *ctx);   /* a wrap: called when the last reference goes */
+    void *ctx;
 } rl_buf;
 
 rl_buf *rl_buf_new(size_t cap);          /* refs = 1, len = 0; NULL on ENOMEM */
+/* A buffer without bytes of its own (data NULL, cap 0), standing for memory
+ * the caller owns: segments may refer to that memory with this buffer as
+ * their owner. When the last reference goes, release(ctx) is called, on
+ * whichever thread dropped it and holding whatever locks that thread holds
+ * (an I/O thread, a ring's lock): it must only hand ctx off, never block or
+ * call back into rlink. refs = 1; NULL on ENOMEM (release is not called). */
+rl_buf *rl_buf_wrap(void (*release)(void *ctx), void *ctx);
 rl_buf *rl_buf_ref(rl_buf *b);
 void rl_buf_unref(rl_buf *b);             /* frees at zero; NULL is a no-op */
 
@@ -66,9 +76,13 @@ int rl_ring_push_copy(rl_ring *r, const void *p, size_t n);
  * nothing was added). One frame copied in pieces goes in whole or not at
  * all. */
 uint8_t *rl_ring_push_room(rl_ring *r, size_t n);
-/* Append a segment referring to [p, p+n) inside b (takes a new reference),
- * or extend the tail segment if it refers to b and ends at p. */
+/* Append a segment referring to [p, p+n) inside b, or in the memory a
+ * wrap b stands for (takes a new reference), or extend the tail segment if
+ * it refers to b and ends at p. */
 int rl_ring_push_ref(rl_ring *r, rl_buf *b, const uint8_t *p, size_t n);
+/* Room for k more segments: the next k rl_ring_push_ref calls cannot fail.
+ * Returns 0 or RL_ENOMEM (the ring unchanged). */
+int rl_ring_reserve(rl_ring *r, size_t k);
 
 /* Fill up to max iovec-like pairs (base, len) with the head segments; returns
  * how many were filled. */
