@@ -10,6 +10,7 @@ from . import workloads as W
 PARAM_BYTES = W.PARAM_ARRAYS * W.PARAM_SHAPE[0] * W.PARAM_SHAPE[1] * 4
 PEER_LABEL = {"rlink": "rlink", "rlink-local": "rlink (same host: unix + shm)",
               "rlink-reliable": "rlink reliable",
+              "rlink-reliable-nocopy": "rlink reliable copy=False",
               "rlink-local-reliable": "rlink reliable (same host)", "pyzmq": "pyzmq",
               "portal": "portal", "mp.connection": "mp.connection",
               "socket+pickle5": "socket+pickle5"}
@@ -21,7 +22,11 @@ UNIX_FLOOR = {"tcp_stream_1MiB": "unix_stream_1MiB",
               "tcp_100B_writev64": "unix_100B_writev64"}
 PEER_FLOOR = {LOCAL: UNIX_FLOOR, "rlink-local-reliable": UNIX_FLOOR}
 # each reliable peer and the unreliable one it is measured against
-RELIABLE_PAIRS = {"rlink-reliable": "rlink", "rlink-local-reliable": LOCAL}
+RELIABLE_PAIRS = {"rlink-reliable": "rlink", "rlink-reliable-nocopy": "rlink",
+                  "rlink-local-reliable": LOCAL}
+# how a reliable peer's target is labelled ("" for the one every run has)
+RELIABLE_LABEL = {"rlink-reliable": "", "rlink-reliable-nocopy": " copy=False",
+                  "rlink-local-reliable": " same host"}
 DERIVED_FLOORS = ["tcp_stream_1MiB", "unix_stream_1MiB"]   # best of _autobuf / _4MiBbuf
 # W3 same-host target: rlink-local against the best of these (all over TCP)
 W3_OTHERS = ["pyzmq", "portal", "mp.connection", "socket+pickle5", "rlink"]
@@ -237,7 +242,7 @@ def _targets(results):
             "vs_floor", "<=", 1.3,
             f"{f(med('W4 p50', LOCAL), 'µs')} vs {f(local_floor('W4 p50'), 'µs')}")
     for rel, unrel in RELIABLE_PAIRS.items():
-        where = "" if unrel == "rlink" else " same host"
+        where = RELIABLE_LABEL[rel]
         for rid, unit in (("W1", "msg/s"), ("W2", "GB/s")):
             a, b = med(rid, rel), med(rid, unrel)
             if where and not a:
@@ -456,6 +461,7 @@ def plot_all(results, out_dir):
     import matplotlib.pyplot as plt
 
     colors = {"rlink": "#d62728", "rlink-local": "#e377c2", "rlink-reliable": "#ff9896",
+              "rlink-reliable-nocopy": "#ffbb78",
               "rlink-local-reliable": "#f7b6d2", "pyzmq": "#1f77b4",
               "portal": "#2ca02c", "mp.connection": "#9467bd", "socket+pickle5": "#8c564b",
               "C floor": "#444444"}

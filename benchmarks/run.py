@@ -37,8 +37,8 @@ ALL_PEERS = ["rlink", "rlink-local", "rlink-reliable", "pyzmq", "portal", "mp.co
              "socket+pickle5"]
 NO_RELIABLE = [p for p in ALL_PEERS if p != "rlink-reliable"]
 # Run only when named in --peers: reliable mode on one host (W1, W2), to set
-# beside rlink-local.
-OPT_IN_PEERS = ["rlink-local-reliable"]
+# beside rlink-local; reliable mode over TCP with send_trajectory(copy=False).
+OPT_IN_PEERS = ["rlink-local-reliable", "rlink-reliable-nocopy"]
 KNOWN_PEERS = ALL_PEERS + OPT_IN_PEERS
 SCALING_PEERS = ["rlink", "rlink-local", "pyzmq"]
 # rlink-local is rlink with its same-host defaults (AF_UNIX, shared memory);
@@ -169,7 +169,8 @@ def machine_info(cc_note: str) -> dict:
 # ------------------------------------------------------------------ running
 
 PEER_MODULES = {"rlink": ["rlink"], "rlink-local": ["rlink"], "rlink-reliable": ["rlink"],
-                "rlink-local-reliable": ["rlink"], "pyzmq": ["zmq", "msgpack"],
+                "rlink-local-reliable": ["rlink"], "rlink-reliable-nocopy": ["rlink"],
+                "pyzmq": ["zmq", "msgpack"],
                 "portal": ["portal", "msgpack"], "mp.connection": ["msgpack"], "socket+pickle5": []}
 
 
@@ -205,7 +206,7 @@ def run_case(name: str, case: dict, peer: str, quick: bool, timeout: float) -> d
 # What each rlink peer's actors must have used; a trial that did not is a
 # failed trial, not a figure (the peers check too; this makes sure it was recorded).
 EXPECTED_TRANSPORT = {"rlink": "tcp", "rlink-reliable": "tcp", LOCAL_PEER: "unix",
-                      "rlink-local-reliable": "unix"}
+                      "rlink-local-reliable": "unix", "rlink-reliable-nocopy": "tcp"}
 
 
 def check_transport(case: dict, peer: str, r: dict) -> str:

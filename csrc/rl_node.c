@@ -1004,7 +1004,8 @@ static int rel_lock(rl_node *n, int nowait) {
  * to the connection if there is one. While disconnected it waits in the
  * retained window for the next connection. */
 static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
-                         uint64_t total, long long deadline, int nowait, rl_buf *owner) {
+                         uint64_t total, long long deadline, int nowait, rl_buf *owner,
+                         uint64_t *owned_seq) {
     int rc = RL_OK;
     /* Same host: the data goes into the link's region, where the slot is
      * the retained copy (kept until acknowledged, even if the learner gives
@@ -1190,6 +1191,7 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
     }
     if (aside) copy_aside_done(n, frame, bcrc, hold);
     rl_mutex_unlock(&n->rel_mu);
+    if (owned_seq) *owned_seq = owned ? h.seq : 0;
     return RL_OK;
 busy:   /* nowait, and another sender holds rel_mu (maybe through a long write) */
     rl_buf_unref(b);
@@ -1199,11 +1201,13 @@ busy:   /* nowait, and another sender holds rel_mu (maybe through a long write) 
 
 int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *hin,
                  const rl_iov *iov, int iovcnt, int timeout_ms) {
-    return rl_node_send_owned(n, peer_id, hin, iov, iovcnt, timeout_ms, NULL);
+    return rl_node_send_owned(n, peer_id, hin, iov, iovcnt, timeout_ms, NULL, NULL);
 }
 
 int rl_node_send_owned(rl_node *n, uint64_t peer_id, const rl_header *hin,
-                       const rl_iov *iov, int iovcnt, int timeout_ms, rl_buf *owner) {
+                       const rl_iov *iov, int iovcnt, int timeout_ms, rl_buf *owner,
+                       uint64_t *owned_seq) {
+    if (owned_seq) *owned_seq = 0;
     uint8_t hdr[RL_HEADER_SIZE];
     rl_header h = *hin;
     uint64_t body = 0;
@@ -1220,7 +1224,7 @@ int rl_node_send_owned(rl_node *n, uint64_t peer_id, const rl_header *hin,
     if (n->closing) { rl_mutex_unlock(&n->mu); return RL_ECLOSED; }
     if (n->cfg.role == RL_ROLE_ACTOR && n->reliable && h.kind == RL_KIND_TRAJ) {
         rl_mutex_unlock(&n->mu);
-        return send_reliable(n, h, iov, iovcnt, total, deadline, timeout_ms == 0, owner);
+        return send_reliable(n, h, iov, iovcnt, total, deadline, timeout_ms == 0, owner, owned_seq);
     }
     rl_conn *c = table_find(n, peer_id, n->cfg.role == RL_ROLE_ACTOR);
     if (!c) {
@@ -2902,15 +2906,21 @@ void rl_node_fail(rl_node *n, const char *reason) {
 }
 
 int rl_node_wait_acked(rl_node *n, int timeout_ms) {
+    return rl_node_wait_acked_upto(n, UINT64_MAX, timeout_ms);
+}
+
+int rl_node_wait_acked_upto(rl_node *n, uint64_t seq, int timeout_ms) {
     long long deadline = to_deadline(timeout_ms);
     int rc = RL_OK;
     rl_mutex_lock(&n->mu);
     n->ret_waiters++;
-    while (n->ret_n > 0 && !n->failed) {
-        if (rl_cond_wait_until(&n->cv, &n->mu, deadline) == ETIMEDOUT) { rc = RL_ETIMEDOUT; break; }
+#define WAITING (n->ret_n > 0 && n->ret[n->ret_head].seq <= seq)
+    while (WAITING && !n->failed && !n->closing) {
+        if (rl_cond_wait_until(&n->cv, &n->mu, deadline) == ETIMEDOUT) break;
     }
     n->ret_waiters--;
-    if (n->ret_n > 0) rc = RL_ETIMEDOUT;
+    if (WAITING) rc = n->closing ? RL_ECLOSED : n->failed ? RL_ECONNLOST : RL_ETIMEDOUT;
+#undef WAITING
     rl_mutex_unlock(&n->mu);
     return rc;
 }

@@ -188,8 +188,12 @@ void rl_node_fail(rl_node *n, const char *reason);
 uint64_t rl_node_conn_gen(rl_node *n);
 
 /* Actor, reliable mode: wait until every retained message is acknowledged
- * (RL_OK), or timeout_ms passes (RL_ETIMEDOUT). */
+ * (RL_OK; at once when nothing is retained, as in unreliable mode), or
+ * timeout_ms passes (RL_ETIMEDOUT), the application gave up reconnecting
+ * (rl_node_fail: RL_ECONNLOST) or the node is closed (RL_ECLOSED). */
 int rl_node_wait_acked(rl_node *n, int timeout_ms);
+/* The same, for the retained messages numbered seq or less only. */
+int rl_node_wait_acked_upto(rl_node *n, uint64_t seq, int timeout_ms);
 
 /* Actor: node id of the learner last connected (changes when it restarted). */
 uint64_t rl_node_learner_id(rl_node *n);
@@ -226,10 +230,14 @@ int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *h,
  * rl_buf_wrap standing for iov's bytes) and drops it once the frame is
  * acknowledged and written, or the node is destroyed; until then the caller
  * keeps iov's bytes alive and unchanged (a resend after a reconnect reads
- * them again). In every other case owner is not kept and the call is
- * rl_node_send. The gather list itself (iov[]) is copied. */
+ * them again). *owned_seq (if not NULL) receives the frame's sequence
+ * number: once rl_node_wait_acked_upto(n, *owned_seq, ...) returns RL_OK the
+ * node reads those bytes no more. In every other case owner is not kept,
+ * *owned_seq is 0 and the call is rl_node_send. The gather list itself
+ * (iov[]) is copied. */
 int rl_node_send_owned(rl_node *n, uint64_t peer_id, const rl_header *h,
-                       const rl_iov *iov, int iovcnt, int timeout_ms, rl_buf *owner);
+                       const rl_iov *iov, int iovcnt, int timeout_ms, rl_buf *owner,
+                       uint64_t *owned_seq);
 
 /* Learner: publish parameters to every actor (now and later joiners).
  * The frame is copied once into a shared buffer; each actor is sent only the

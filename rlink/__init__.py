@@ -19,11 +19,12 @@ from rlink._errors import (
     AddressInUseError, AuthenticationError, ClosedError, ConnectError, ConnectionLostError, MessageTooLargeError,
     ProtocolError, RLinkError, TimeoutError,
 )
-from rlink._nodes import ActorNode, Event, LearnerNode, Message, Parameters, Request
+from rlink._nodes import ActorNode, Event, LearnerNode, Message, Parameters, Request, Tracker
 from rlink._torch import as_torch
 
 __all__ = [
-    "__version__", "LearnerNode", "ActorNode", "Message", "Parameters", "Request", "Event", "as_torch",
+    "__version__", "LearnerNode", "ActorNode", "Message", "Parameters", "Request", "Event", "Tracker",
+    "as_torch",
     "RLinkError", "ConnectError", "ConnectionLostError", "TimeoutError", "ProtocolError",
     "MessageTooLargeError", "ClosedError", "AddressInUseError", "AuthenticationError",
 ]

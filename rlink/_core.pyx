@@ -4,7 +4,7 @@
 This module is the only place where the C core (csrc/) meets Python objects.
 Its API is private; use rlink.LearnerNode and rlink.ActorNode.
 """
-from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t, UINT64_MAX
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memset, memcmp
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
@@ -498,6 +498,8 @@ cdef enum:
     KEY_SLOTS = 256
     KEY_MAX = 32
     SEND_WITH_GIL_MAX = 16384   # meta + data bytes a send may try holding the GIL (_Node.send)
+    NOCOPY_MIN = 65536          # data bytes from which copy=False retains by reference
+                                # (below, a copy costs less than the bookkeeping)
 
 cdef struct _KeySlot:
     PyObject *s        # a reference, or NULL
@@ -709,10 +711,34 @@ cdef inline long long _deadline(object timeout) except? -2:
     return rl_now_ms() + <long long>(t * 1000.0 + 0.999)
 
 
+# A send by reference (copy=False) hands the C node an rl_buf_wrap whose
+# context is a _Held: a strong reference to the encoder, whose buffer views
+# keep the arrays (and whose meta the frame refers to) alive. The node drops
+# it on whatever thread the ack or the last write happens, without the GIL,
+# so the release only moves it onto the node's _Released list; the next call
+# into the node that holds the GIL (_Node.drain_released) lets go of it.
+cdef struct _Released:
+    rl_mutex mu
+    _Held *head
+
+cdef struct _Held:
+    PyObject *encoder
+    _Released *to
+    _Held *next
+
+cdef void _on_release(void *ctx) noexcept nogil:
+    cdef _Held *h = <_Held *>ctx
+    rl_mutex_lock(&h.to.mu)
+    h.next = h.to.head
+    h.to.head = h
+    rl_mutex_unlock(&h.to.mu)
+
+
 cdef class _Node:
     """A C node. Thread-safe: methods may be called from several threads."""
     cdef rl_node *n
     cdef rl_config cfg
+    cdef _Released *released   # sends by reference the node let go of
     cdef _Encoder spare   # encoders for reuse: one in a slot (no list
     cdef list pool        # resize per message), more when threads send at once
     cdef readonly int role
@@ -729,6 +755,11 @@ cdef class _Node:
         self.n = NULL
         self.role = role
         self.pool = []
+        self.released = <_Released *>malloc(sizeof(_Released))
+        if self.released == NULL:
+            raise MemoryError()
+        rl_mutex_init(&self.released.mu)
+        self.released.head = NULL
         rl_config_default(&self.cfg, role)
         if limits:
             self.cfg.limits.max_arrays = limits.get("max_arrays", self.cfg.limits.max_arrays)
@@ -763,8 +794,33 @@ cdef class _Node:
     def __dealloc__(self):
         if self.n != NULL:
             with nogil:
-                rl_node_destroy(self.n)
+                rl_node_destroy(self.n)   # lets go of every send by reference
             self.n = NULL
+        if self.released != NULL:
+            self._drain_released()
+            rl_mutex_destroy(&self.released.mu)
+            free(self.released)
+            self.released = NULL
+
+    cdef void _drain_released(self) noexcept:
+        """Give back the encoders (and so the arrays) of sends by reference
+        that the node has let go of."""
+        cdef _Held *h
+        cdef _Held *nxt
+        cdef _Encoder e
+        if self.released == NULL:
+            return
+        rl_mutex_lock(&self.released.mu)
+        h = self.released.head
+        self.released.head = NULL
+        rl_mutex_unlock(&self.released.mu)
+        while h != NULL:
+            nxt = h.next
+            e = <_Encoder>h.encoder
+            Py_DECREF(e)   # the reference _Held took
+            free(h)
+            self._give_encoder(e)
+            h = nxt
 
     @property
     def node_id(self):
@@ -867,13 +923,34 @@ cdef class _Node:
         elif len(self.pool) < 3:
             self.pool.append(e)
 
-    def send(self, uint64_t peer_id, unsigned kind, uint64_t ref, object obj, object timeout):
-        """Encode and send one message. Raises on failure."""
+    def send(self, uint64_t peer_id, unsigned kind, uint64_t ref, object obj, object timeout,
+             bint copy=True):
+        """Encode and send one message. Raises on failure. copy=False: a
+        reliable actor retains the trajectory by reference to its arrays
+        (data of NOCOPY_MIN bytes or more) instead of a copy, and the
+        sequence number wait_acked(upto=) takes is returned (0 when nothing
+        is held by reference)."""
         cdef long long deadline = _deadline(timeout)
         cdef _Encoder e = self._take_encoder()
         cdef int rc, ms
+        cdef rl_buf *owner = NULL
+        cdef uint64_t owned_seq = 0
+        cdef _Held *held
+        if self.released.head != NULL:   # unlocked peek: a miss waits for the next call
+            self._drain_released()
         try:
             e.encode(obj, kind, ref)
+            if not copy and e.hdr.data_len >= NOCOPY_MIN:
+                held = <_Held *>malloc(sizeof(_Held))
+                if held == NULL:
+                    raise MemoryError()
+                owner = rl_buf_wrap(_on_release, held)
+                if owner == NULL:
+                    free(held)
+                    raise MemoryError()
+                held.to = self.released
+                held.encoder = <PyObject *>e
+                Py_INCREF(e)   # until _drain_released
             # A small frame is first offered holding the GIL, with no wait
             # allowed: rl_node_send then only queues it or writes what the
             # socket takes at once (and the ~400 instructions of releasing
@@ -886,16 +963,23 @@ cdef class _Node:
             while rc == RL_ETIMEDOUT:
                 ms = _slice_ms(deadline)
                 with nogil:
-                    rc = rl_node_send(self.n, peer_id, &e.hdr, e.iov, e.niov, ms)
+                    rc = rl_node_send_owned(self.n, peer_id, &e.hdr, e.iov, e.niov, ms, owner,
+                                            &owned_seq)
                 if rc != RL_ETIMEDOUT:
                     break
                 PyErr_CheckSignals()
                 if deadline >= 0 and rl_now_ms() >= deadline:
                     break
         finally:
-            self._give_encoder(e)
+            if owner != NULL:
+                rl_buf_unref(owner)   # the node keeps its own reference, or none
+                self._drain_released()   # none: it is back already
+            else:
+                self._give_encoder(e)
         if rc != RL_OK:
             self._raise(rc, "send", timeout)
+        if not copy:
+            return owned_seq
 
     def publish(self, uint64_t version, object obj):
         cdef _Encoder e = self._take_encoder()
@@ -1005,13 +1089,28 @@ cdef class _Node:
     def learner_id(self):
         return rl_node_learner_id(self.n)
 
-    def wait_acked(self, double timeout):
-        """True once nothing is retained, False after timeout seconds."""
-        cdef int ms = <int>(timeout * 1000) if timeout > 0 else 0
-        cdef int rc
-        with nogil:
-            rc = rl_node_wait_acked(self.n, ms)
-        return rc == RL_OK
+    def wait_acked(self, object timeout, uint64_t upto=UINT64_MAX):
+        """True once nothing numbered upto or less is retained, False after
+        timeout seconds (None: no limit). Raises ConnectionLostError once
+        reconnecting was given up, ClosedError when the node is closed
+        meanwhile."""
+        cdef long long deadline = _deadline(timeout)
+        cdef int rc, ms
+        while True:
+            ms = _slice_ms(deadline)
+            with nogil:
+                rc = rl_node_wait_acked_upto(self.n, upto, ms)
+            if rc != RL_ETIMEDOUT:
+                break
+            PyErr_CheckSignals()
+            if deadline >= 0 and rl_now_ms() >= deadline:
+                break
+        self._drain_released()
+        if rc == RL_OK:
+            return True
+        if rc == RL_ETIMEDOUT:
+            return False
+        self._raise(rc, "wait_acked", timeout)
 
     def wait_lost(self, double timeout):
         """True when the connection is lost, False on timeout; ClosedError if closed."""
@@ -1088,8 +1187,11 @@ cdef class _Node:
 
     def abandon(self):
         """In a forked child: forget the parent's node without touching it
-        (its I/O thread does not exist here; freeing it would hang)."""
+        (its I/O thread does not exist here; freeing it would hang). What it
+        holds by reference stays held: the release list's lock may have been
+        taken by that thread."""
         self.n = NULL
+        self.released = NULL
 
     def close(self, double timeout):
         cdef int ms = <int>(timeout * 1000) if timeout > 0 else 0

@@ -72,6 +72,42 @@ class Request:
         return f"Request(actor_id={self.actor_id:#x}, request_id={self.request_id})"
 
 
+class Tracker:
+    """What ``send_trajectory(..., copy=False)`` returns: whether rlink still
+    reads that trajectory's arrays (as pyzmq's ``MessageTracker``). They are
+    free once the learner acknowledged the trajectory, or at once when
+    nothing was held (unreliable mode, shared memory, small data)."""
+    __slots__ = ("_core", "_seq")
+
+    def __init__(self, core: Any, seq: int):
+        self._core = core
+        self._seq = seq
+
+    @property
+    def done(self) -> bool:
+        """True once the arrays may be written again."""
+        try:
+            return self._seq == 0 or self._core.wait_acked(0, self._seq)
+        except _errors.ClosedError:   # a closed actor reads nothing
+            return True
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until :attr:`done`; :class:`rlink.TimeoutError` after
+        ``timeout`` seconds, :class:`rlink.ConnectionLostError` once the actor
+        gave up reconnecting (the trajectory stays retained)."""
+        try:
+            if self._seq == 0 or self._core.wait_acked(timeout, self._seq):
+                return
+        except _errors.ClosedError:
+            return
+        raise _errors.TimeoutError(
+            f"trajectory {self._seq} still un-acknowledged after {timeout} s "
+            f"(is the learner's application calling receive()?)")
+
+    def __repr__(self) -> str:
+        return f"Tracker(seq={self._seq}, done={self.done})"
+
+
 def _parse_address(address: str) -> tuple[str, int]:
     """'host:port', '[v6]:port' or 'tcp://host:port' -> (host, port);
     'ipc:///path' -> (path, -1)."""
@@ -610,7 +646,11 @@ class ActorNode(_Node):
         is still un-acknowledged then is discarded and logged."""
         core = self._core
         if core is not None and not self._forked and getattr(self, "reliable", False):
-            if not core.wait_acked(float(timeout)):
+            try:
+                acked = core.wait_acked(float(timeout))
+            except _errors.RLinkError:   # gave up reconnecting, or closed meanwhile
+                acked = False
+            if not acked:
                 log.warning("%s: closing with %d un-acknowledged messages discarded",
                             self, core.stats()["retained"])
         stop = getattr(self, "_stop", None)
@@ -647,7 +687,7 @@ class ActorNode(_Node):
         return st
 
     def send_trajectory(self, data: dict, timeout: float | None = None, *,
-                        params_version: int | None = None) -> None:
+                        params_version: int | None = None, copy: bool = True) -> Tracker | None:
         """Send one trajectory (a dict) to the learner.
 
         Returns once the message is written to the socket or copied into the
@@ -659,13 +699,40 @@ class ActorNode(_Node):
         nothing sent. The learner sees ``params_version`` as
         ``Message.params_version``: by default the version last returned by
         :meth:`latest_parameters` / :meth:`wait_parameters`; pass the version
-        the data was actually generated with if the policy changed mid-way."""
+        the data was actually generated with if the policy changed mid-way.
+
+        ``copy=False`` (reliable mode over TCP, trajectories with 64 KiB of
+        array data or more): the retained window keeps references to the
+        arrays instead of a copy of them, saving one pass over the data. The
+        arrays must then not be written until the learner has acknowledged
+        the trajectory: the :class:`Tracker` returned says when
+        (``tracker.done``, ``tracker.wait()``; :meth:`wait_acked` waits for
+        every one). A resend after a reconnect reads them again. Elsewhere
+        the tracker is done at once: an unreliable actor keeps no copy of
+        what the socket took, and over shared memory the data is copied
+        into the shared region anyway."""
         version = self._returned if params_version is None else \
             _check_int("params_version", params_version, 0, (1 << 63) - 1)
         core = self._core
         if core is None or self._forked:   # _core_or_raise, without a call per message
             core = self._core_or_raise()
-        core.send(0, _core.KIND_TRAJ, version, data, timeout)
+        if copy:
+            core.send(0, _core.KIND_TRAJ, version, data, timeout)
+            return None
+        return Tracker(core, core.send(0, _core.KIND_TRAJ, version, data, timeout, False))
+
+    def wait_acked(self, timeout: float | None = None) -> None:
+        """Block until the learner has acknowledged every trajectory sent so
+        far (reliable mode; without it nothing is retained and this returns
+        at once). Then arrays sent with ``copy=False`` may be written again.
+        Raises :class:`rlink.TimeoutError` after ``timeout`` seconds,
+        :class:`rlink.ConnectionLostError` once reconnecting was given up (the
+        trajectories stay retained; :meth:`reconnect` resumes)."""
+        core = self._core_or_raise()
+        if not core.wait_acked(timeout):
+            raise _errors.TimeoutError(
+                f"{core.stats()['retained']} trajectories still un-acknowledged after {timeout} s "
+                f"(is the learner's application calling receive()?)")
 
     def request(self, data: dict, timeout: float | None = None) -> dict:
         """Send a request and wait for the learner's reply to it. A request in

@@ -183,6 +183,9 @@ cdef extern from "rl_node.h" nogil:
     uint64_t rl_node_id(const rl_node *n)
     int rl_node_send(rl_node *n, uint64_t peer_id, const rl_header *h,
                      const rl_iov *iov, int iovcnt, int timeout_ms)
+    int rl_node_send_owned(rl_node *n, uint64_t peer_id, const rl_header *h,
+                           const rl_iov *iov, int iovcnt, int timeout_ms, rl_buf *owner,
+                           uint64_t *owned_seq)
     int rl_node_publish(rl_node *n, const rl_header *h, const rl_iov *iov, int iovcnt)
     int rl_node_recv(rl_node *n, int q, rl_msg **out, int max, int timeout_ms)
     int rl_node_wait_reply(rl_node *n, uint64_t request_id, uint64_t gen, int timeout_ms, rl_msg **out)
@@ -190,6 +193,7 @@ cdef extern from "rl_node.h" nogil:
     void rl_node_fail(rl_node *n, const char *reason)
     uint64_t rl_node_conn_gen(rl_node *n)
     int rl_node_wait_acked(rl_node *n, int timeout_ms)
+    int rl_node_wait_acked_upto(rl_node *n, uint64_t seq, int timeout_ms)
     uint64_t rl_node_learner_id(rl_node *n)
     void rl_node_stats(rl_node *n, rl_stats *out)
     void rl_node_cancel_reply(rl_node *n, uint64_t request_id)
@@ -209,3 +213,19 @@ cdef extern from "rl_auth.h" nogil:
     void rl_hmac_init(rl_hmac *m, const void *key, size_t key_len)
     void rl_hmac_update(rl_hmac *m, const void *p, size_t n)
     void rl_hmac_final(rl_hmac *m, uint8_t *out)
+
+
+cdef extern from "rl_ring.h" nogil:
+    ctypedef struct rl_buf:
+        pass
+    rl_buf *rl_buf_wrap(void (*release)(void *ctx) noexcept nogil, void *ctx)
+    void rl_buf_unref(rl_buf *b)
+
+
+cdef extern from "rl_os.h" nogil:
+    ctypedef struct rl_mutex:
+        pass
+    void rl_mutex_init(rl_mutex *m)
+    void rl_mutex_destroy(rl_mutex *m)
+    void rl_mutex_lock(rl_mutex *m)
+    void rl_mutex_unlock(rl_mutex *m)

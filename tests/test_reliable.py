@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -409,6 +410,83 @@ def test_large_trajectories_resent_intact_after_a_reset_mid_frame():
             assert proxy.wait_event("rst")
             assert got == list(range(n))
             assert actor.stats()["reconnects"] >= 1
+
+
+def test_copy_false_holds_the_arrays_until_acknowledged():
+    """copy=False keeps a reference to the arrays instead of a retained copy,
+    until the learner's application has taken the trajectory; copy=True
+    keeps nothing once send_trajectory returns."""
+    with rlink.LearnerNode(port=0, reliable=True) as learner, \
+            rlink.ActorNode(learner.address, local=False, **ACTOR_KW) as actor:
+        a = np.full(1 << 20, 3, np.uint8)
+        held = weakref.ref(a)
+        assert actor.send_trajectory({"seq": 0, "data": a}) is None
+        del a
+        assert held() is None
+        b = np.full(1 << 20, 4, np.uint8)
+        held = weakref.ref(b)
+        tracker = actor.send_trajectory({"seq": 1, "data": b}, copy=False)
+        del b
+        # nothing taken by the learner's application yet, so nothing acknowledged
+        assert held() is not None and not tracker.done
+        with pytest.raises(rlink.TimeoutError, match="un-acknowledged"):
+            tracker.wait(0.2)
+        assert [learner.receive(timeout=T)["seq"] for _ in range(2)] == [0, 1]
+        tracker.wait(T)
+        assert tracker.done and held() is None
+        actor.wait_acked(T)
+
+
+def test_copy_false_sends_resent_from_the_arrays_after_a_reset_mid_frame():
+    """Held by reference, trajectories cut by a reset mid-frame are resent
+    from the caller's arrays: every one exactly once and byte-exact."""
+    size, n = 1 << 20, 12
+    pattern = np.arange(size, dtype=np.uint64).astype(np.uint8)
+    with rlink.LearnerNode(port=0, reliable=True) as learner, FaultProxy(learner.address) as proxy:
+        proxy.rst_after(5 * size + size // 2)          # inside the sixth trajectory
+        with rlink.ActorNode(proxy.address, **ACTOR_KW) as actor:
+            trackers = [actor.send_trajectory({"seq": i, "data": pattern + np.uint8(i)},
+                                              timeout=SEND_TIMEOUT, copy=False) for i in range(n)]
+            got: list[int] = []
+            while len(set(got)) < n:
+                m = learner.receive_message(timeout=IDLE)
+                i = int(m.data["seq"])
+                got.append(i)
+                assert np.array_equal(m.data["data"], pattern + np.uint8(i)), f"trajectory {i} differs"
+            assert proxy.wait_event("rst")
+            assert got == list(range(n))
+            assert actor.stats()["reconnects"] >= 1
+            for t in trackers:
+                t.wait(T)
+
+
+@pytest.mark.parametrize("reliable, local", [(False, False), (True, True)])
+def test_copy_false_holds_nothing_where_there_is_no_retained_copy(reliable, local):
+    """Unreliable mode retains nothing; over shared memory the data is copied
+    into the region: either way the tracker is done when the call returns."""
+    with rlink.LearnerNode(port=0, reliable=reliable) as learner, \
+            rlink.ActorNode(learner.address, local=local, **ACTOR_KW) as actor:
+        a = np.full(1 << 20, 5, np.uint8)
+        held = weakref.ref(a)
+        tracker = actor.send_trajectory({"data": a}, copy=False)
+        del a
+        assert tracker.done and held() is None
+        assert (learner.receive(timeout=T)["data"] == 5).all()
+        actor.wait_acked(T)
+
+
+def test_closing_the_actor_lets_go_of_arrays_held_by_reference():
+    with rlink.LearnerNode(port=0, reliable=True) as learner:
+        actor = rlink.ActorNode(learner.address, local=False, **ACTOR_KW)
+        a = np.full(1 << 20, 6, np.uint8)
+        held = weakref.ref(a)
+        actor.send_trajectory({"data": a}, copy=False)
+        del a
+        with pytest.raises(rlink.TimeoutError, match="1 trajectories still un-acknowledged"):
+            actor.wait_acked(0.2)
+        actor.close(timeout=0)
+        del actor
+        assert held() is None
 
 
 def test_retry_attempts_exhausted_then_reconnect():

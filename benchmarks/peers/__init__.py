@@ -36,6 +36,7 @@ PEERS = {
     "rlink-local": ("rlink_peer", "RLink", {"reliable": False, "local": True}),
     "rlink-reliable": ("rlink_peer", "RLink", {"reliable": True}),
     "rlink-local-reliable": ("rlink_peer", "RLink", {"reliable": True, "local": True}),
+    "rlink-reliable-nocopy": ("rlink_peer", "RLink", {"reliable": True, "copy": False}),
     "pyzmq": ("zmq_peer", "PyZMQ", {}),
     "portal": ("portal_peer", "Portal", {}),
     "mp.connection": ("mpconn_peer", "MPConnection", {}),

@@ -4,7 +4,8 @@ One-way: actor.send_trajectory(d) / learner.receive_many(256).
 Broadcast: learner.publish_parameters(d, version) / actor.wait_parameters().
 Round trip: actor.request(d) / learner.receive_request().reply(d).
 reliable=True makes the learner reliable (every session is; the actors learn
-the mode in the handshake).
+the mode in the handshake). copy=False: send_trajectory(d, copy=False), the
+pooled payload rewritten only after its tracker is done.
 
 "rlink" and "rlink-reliable": actors use local=False, TCP loopback, like every
 other peer here. "rlink-local" (local=True): the actors keep rlink's defaults
@@ -33,16 +34,18 @@ CONNECT_TIMEOUT = 60.0
 class RLink:
     library = "rlink"
 
-    def __init__(self, reliable: bool = False, local: bool = False):
+    def __init__(self, reliable: bool = False, local: bool = False, copy: bool = True):
         self.reliable = reliable
         self.local = local
+        self.copy = copy
 
     # ---------------------------------------------------------- one-way
     def oneway_receiver(self, kind: str, n_senders: int):
         return _Receiver(self.reliable)
 
     def oneway_sender(self, address: str, kind: str):
-        return _Sender(address, self.local, need_shm=self.local and kind == "trajectory")
+        return _Sender(address, self.local, need_shm=self.local and kind == "trajectory",
+                       copy=self.copy)
 
     # -------------------------------------------------------- broadcast
     def bcast_publisher(self, n_subscribers: int):
@@ -126,9 +129,12 @@ class _Receiver:
 
 
 class _Sender(_ActorEndpoint):
-    def __init__(self, address, local, need_shm):
+    def __init__(self, address, local, need_shm, copy=True):
         self.local, self.need_shm = local, need_shm
         self.actor, self.connected = _actor(address, local, need_shm)
+        if not copy:
+            self.send = self._send_by_reference
+            self.wait = self._wait_acked
 
     def send(self, payload):
         self.actor.send_trajectory(payload, timeout=30.0)
@@ -136,6 +142,14 @@ class _Sender(_ActorEndpoint):
 
     def wait(self, token):
         pass
+
+    # copy=False: the pooled payload is rewritten only once acknowledged,
+    # as the zmq peer waits for its frames' trackers
+    def _send_by_reference(self, payload):
+        return self.actor.send_trajectory(payload, timeout=30.0, copy=False)
+
+    def _wait_acked(self, tracker):
+        tracker.wait(30.0)
 
     def close(self):
         # Reliable mode: close() discards un-acknowledged trajectories; the

@@ -154,7 +154,9 @@ static int send_owned(rl_node *A, int64_t seq, size_t count, int *released, floa
     static const uint8_t zeros[64];
     rl_iov iov[3] = {{m->w.buf, m->w.len}, {zeros, rl_frame_pad(&h)}, {m->data, count * sizeof(float)}};
     rl_buf *owner = rl_buf_wrap(owned_release, m);
-    int rc = rl_node_send_owned(A, 0, &h, iov, 3, 5000, owner);
+    uint64_t numbered = 0;
+    int rc = rl_node_send_owned(A, 0, &h, iov, 3, 5000, owner, &numbered);
+    if (rc == RL_OK) CHECK_EQU(numbered, (uint64_t)seq + 1);   /* sessions number from 1 */
     rl_buf_unref(owner);   /* the node keeps its own reference, or none */
     return rc;
 }
@@ -202,6 +204,8 @@ static void test_reliable_owned_send(void) {
         CHECK(*x == 7.0f);   /* delivered as the memory is now, not refused */
         rl_msg_free(m);
     }
+    CHECK_EQ(rl_node_wait_acked_upto(A, 2, 5000), RL_OK);   /* the first two at least */
+    CHECK(rl_atomic_load(&released, RL_ACQUIRE) >= 2);
     CHECK_EQ(rl_node_wait_acked(A, 5000), RL_OK);
     CHECK_EQ(rl_atomic_load(&released, RL_ACQUIRE), N);
 
