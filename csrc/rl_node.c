@@ -80,6 +80,9 @@ typedef struct rl_conn {
     int want_out;
     int closed;
     int direct_writer;         /* a sender is writing to fd without send_mu */
+    uint64_t ack_held;         /* learner: an ACK that fell due while a sender wrote
+                                  directly (queued behind its frame, it would split
+                                  it if the write stops part-way): sent after it */
     long long batch_ns;        /* send_mu: when the oldest frame of a batch in the ring was queued, or 0 */
     long long last_write_ns;
     long long last_tx_ms;      /* last successful write (heartbeats) */
@@ -2447,10 +2450,18 @@ static RL_THREAD_RESULT RL_THREAD_CALL io_main(void *arg) {
             }
             rl_mutex_lock(&c->send_mu);
             if (c->state == CONN_OPEN && !c->closed) {
-                if (acks[i]) queue_control(n, c, RL_KIND_ACK, acks[i]);
-                else if (!closing && now - c->last_tx_ms >= n->cfg.heartbeat_ms &&
-                         c->ring.bytes == 0 && !c->direct_writer)
+                /* Nothing goes on the ring while a sender writes a frame
+                 * directly: it queues the rest of its frame there if the
+                 * socket stops taking it. Acks are cumulative: the newest
+                 * owed is the one to send. */
+                if (acks[i] > c->ack_held) c->ack_held = acks[i];
+                if (c->ack_held && !c->direct_writer) {
+                    queue_control(n, c, RL_KIND_ACK, c->ack_held);
+                    c->ack_held = 0;
+                } else if (!closing && now - c->last_tx_ms >= n->cfg.heartbeat_ms &&
+                           c->ring.bytes == 0 && !c->direct_writer) {
                     queue_control(n, c, RL_KIND_HEARTBEAT, 0);
+                }
             }
             int err = 0;
             /* a batch still building up: its sender writes it, or we do

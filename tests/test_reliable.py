@@ -489,6 +489,57 @@ def test_closing_the_actor_lets_go_of_arrays_held_by_reference():
         assert held() is None
 
 
+def test_acks_wait_for_a_learner_write_that_stalled():
+    """A learner's large push to an actor that stopped reading stalls past
+    the 100 ms wait slice and the rest of it is queued. Acknowledgements
+    falling due meanwhile (the actor keeps sending trajectories, the learner
+    keeps taking them) must go after that frame, not inside it: the actor
+    gets both pushes intact on the same connection."""
+    big = np.arange(32 << 20, dtype=np.uint8)
+    with rlink.LearnerNode(port=0, reliable=True) as learner, \
+            rlink.ActorNode(learner.address, local=False, max_queue_bytes=1 << 20,
+                            max_queue_messages=4, **ACTOR_KW) as actor:
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def send_trajectories():
+            try:
+                for i in range(200_000):
+                    if stop.is_set():
+                        return
+                    actor.send_trajectory({"seq": i}, timeout=T)
+                    time.sleep(0.0005)      # offered load: ~2,000 per second
+            except BaseException as e:      # noqa: BLE001 - reported below
+                errors.append(e)
+
+        def take_trajectories():
+            try:
+                while not stop.is_set():
+                    with contextlib.suppress(rlink.TimeoutError):
+                        learner.receive_many(256, timeout=0.05)
+            except BaseException as e:      # noqa: BLE001
+                errors.append(e)
+
+        threads = [threading.Thread(target=send_trajectories), threading.Thread(target=take_trajectories)]
+        for t in threads:
+            t.start()
+        try:
+            actor_id = learner.actors[0]
+            for k in range(0, 8, 2):   # each round a chance for an ack to fall due mid-write
+                learner.send(actor_id, {"k": k, "big": big})       # fills the actor's queue
+                learner.send(actor_id, {"k": k + 1, "big": big})   # stalls; the rest queued
+                for j in (k, k + 1):
+                    m = actor.receive(timeout=IDLE)
+                    assert m["k"] == j and np.array_equal(m["big"], big)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert not errors, errors
+        assert actor.stats()["reconnects"] == 0
+        assert learner.stats()["rejected"] == 0
+
+
 def test_retry_attempts_exhausted_then_reconnect():
     learner = rlink.LearnerNode(port=0, reliable=True)
     port = learner.port
