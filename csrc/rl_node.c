@@ -80,9 +80,11 @@ typedef struct rl_conn {
     int want_out;
     int closed;
     int direct_writer;         /* a sender is writing to fd without send_mu */
-    uint64_t ack_held;         /* learner: an ACK that fell due while a sender wrote
-                                  directly (queued behind its frame, it would split
-                                  it if the write stops part-way): sent after it */
+    uint8_t *held;             /* control frames that fell due while a sender wrote
+                                  a frame directly, queued once it is done (put on
+                                  the ring then, one would split that frame if the
+                                  write stopped part-way): ring_put_control */
+    size_t held_len, held_cap;
     long long batch_ns;        /* send_mu: when the oldest frame of a batch in the ring was queued, or 0 */
     long long last_write_ns;
     long long last_tx_ms;      /* last successful write (heartbeats) */
@@ -497,6 +499,7 @@ static void conn_unref(rl_conn *c) {
     rl_buf_unref(c->pending_params);
     rl_msg_free(c->big);
     free(c->ends);
+    free(c->held);
     free(c->rx);
     rl_shm_close_fd(c->pending_fd);
     rl_shm_map_unref(c->shm_map);   /* every message in it held a reference to c */
@@ -540,6 +543,31 @@ static void ring_mark_message(rl_conn *c) {
     }
     c->ends[(c->ends_head + c->ends_n) % c->ends_cap] = c->bytes_in;
     c->ends_n++;
+}
+
+/* A header-only control frame onto c's ring, in order with the frames
+ * around it; while a sender writes a frame directly, held until it has
+ * queued what the socket did not take (held_release). Returns 0 or
+ * RL_ENOMEM. */
+static int ring_put_control(rl_conn *c, const uint8_t out[RL_HEADER_SIZE]) {
+    if (!c->direct_writer && c->held_len == 0) return ring_put_copy(c, out, RL_HEADER_SIZE);
+    if (c->held_len == c->held_cap) {
+        size_t cap = c->held_cap ? c->held_cap * 2 : 8 * RL_HEADER_SIZE;
+        uint8_t *p = realloc(c->held, cap);
+        if (!p) return RL_ENOMEM;
+        c->held = p;
+        c->held_cap = cap;
+    }
+    memcpy(c->held + c->held_len, out, RL_HEADER_SIZE);
+    c->held_len += RL_HEADER_SIZE;
+    return 0;
+}
+
+/* Held control frames onto the ring, once no sender writes directly; the
+ * caller makes sure the ring gets written (want_out). */
+static void held_release(rl_conn *c) {
+    if (c->held_len && !c->direct_writer && ring_put_copy(c, c->held, c->held_len) == 0)
+        c->held_len = 0;
 }
 
 /* A retained frame onto c's ring by reference, from its byte skip on, and
@@ -1188,6 +1216,11 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
                 }
             }
         }
+        if (c->held_len && !c->direct_writer) {   /* they fell due during our direct write */
+            held_release(c);
+            if (!c->want_out) wake = 1;
+            c->want_out = 1;
+        }
         rl_mutex_unlock(&c->send_mu);
         if (wake) rl_waker_wake(&n->waker);   /* after the unlock, as in rl_node_send */
         conn_unref(c);
@@ -1302,6 +1335,11 @@ int rl_node_send_owned(rl_node *n, uint64_t peer_id, const rl_header *hin,
     }
 out:
     if (rc == RL_OK) CONN_COUNT(c, msgs_out, frame_bytes_out, total);
+    if (c->held_len && !c->direct_writer) {   /* they fell due during our direct write */
+        held_release(c);
+        if (!c->want_out) wake = 1;
+        c->want_out = 1;
+    }
     rl_mutex_unlock(&c->send_mu);
     /* after the unlock: woken under send_mu, the I/O thread would run
      * (on this core, preempting us) only to block on it */
@@ -1617,7 +1655,7 @@ static void shm_give_back(rl_msg *m) {
         h.ack = m->shm_id;
         seal_header(&h, out, c->reliable, NULL, 0);
         int had_out = c->want_out;
-        if (ring_put_copy(c, out, sizeof out) == 0) c->want_out = 1;
+        if (ring_put_control(c, out) == 0) c->want_out = 1;
         if (!had_out && c->want_out) rl_waker_wake(&c->node->waker);
     }
     rl_mutex_unlock(&c->send_mu);
@@ -2236,7 +2274,7 @@ static void queue_control(rl_node *n, rl_conn *c, unsigned kind, uint64_t ack) {
      * has delivered less knows frames vanished in transit. */
     if (kind == RL_KIND_HEARTBEAT && n->cfg.role == RL_ROLE_ACTOR && c->reliable) h.ref = c->last_seq;
     seal_header(&h, out, c->reliable, NULL, 0);
-    if (ring_put_copy(c, out, sizeof out) == 0) c->want_out = 1;
+    if (ring_put_control(c, out) == 0) c->want_out = 1;
     c->last_tx_ms = rl_now_ms();
 }
 
@@ -2450,18 +2488,12 @@ static RL_THREAD_RESULT RL_THREAD_CALL io_main(void *arg) {
             }
             rl_mutex_lock(&c->send_mu);
             if (c->state == CONN_OPEN && !c->closed) {
-                /* Nothing goes on the ring while a sender writes a frame
-                 * directly: it queues the rest of its frame there if the
-                 * socket stops taking it. Acks are cumulative: the newest
-                 * owed is the one to send. */
-                if (acks[i] > c->ack_held) c->ack_held = acks[i];
-                if (c->ack_held && !c->direct_writer) {
-                    queue_control(n, c, RL_KIND_ACK, c->ack_held);
-                    c->ack_held = 0;
-                } else if (!closing && now - c->last_tx_ms >= n->cfg.heartbeat_ms &&
-                           c->ring.bytes == 0 && !c->direct_writer) {
+                held_release(c);
+                if (c->ring.bytes) c->want_out = 1;
+                if (acks[i]) queue_control(n, c, RL_KIND_ACK, acks[i]);
+                else if (!closing && now - c->last_tx_ms >= n->cfg.heartbeat_ms &&
+                         c->ring.bytes == 0 && !c->direct_writer)
                     queue_control(n, c, RL_KIND_HEARTBEAT, 0);
-                }
             }
             int err = 0;
             /* a batch still building up: its sender writes it, or we do

@@ -489,15 +489,19 @@ def test_closing_the_actor_lets_go_of_arrays_held_by_reference():
         assert held() is None
 
 
-def test_acks_wait_for_a_learner_write_that_stalled():
+@pytest.mark.parametrize("local", [False, True], ids=["tcp", "same-host"])
+def test_control_frames_wait_for_a_learner_write_that_stalled(local):
     """A learner's large push to an actor that stopped reading stalls past
-    the 100 ms wait slice and the rest of it is queued. Acknowledgements
-    falling due meanwhile (the actor keeps sending trajectories, the learner
-    keeps taking them) must go after that frame, not inside it: the actor
-    gets both pushes intact on the same connection."""
+    the 100 ms wait slice and the rest of it is queued. Control frames
+    falling due meanwhile (acknowledgements: the actor keeps sending
+    trajectories, the learner keeps taking them; same host, also the
+    release of each trajectory's shared-memory slot) must go after that
+    frame, not inside it: the actor gets every push intact on the same
+    connection."""
     big = np.arange(32 << 20, dtype=np.uint8)
+    payload = np.zeros(64 << 10 if local else 16, np.uint8)   # same host: in a shared slot
     with rlink.LearnerNode(port=0, reliable=True) as learner, \
-            rlink.ActorNode(learner.address, local=False, max_queue_bytes=1 << 20,
+            rlink.ActorNode(learner.address, local=local, max_queue_bytes=1 << 20,
                             max_queue_messages=4, **ACTOR_KW) as actor:
         stop = threading.Event()
         errors: list[BaseException] = []
@@ -507,7 +511,7 @@ def test_acks_wait_for_a_learner_write_that_stalled():
                 for i in range(200_000):
                     if stop.is_set():
                         return
-                    actor.send_trajectory({"seq": i}, timeout=T)
+                    actor.send_trajectory({"seq": i, "x": payload}, timeout=T)
                     time.sleep(0.0005)      # offered load: ~2,000 per second
             except BaseException as e:      # noqa: BLE001 - reported below
                 errors.append(e)
@@ -538,6 +542,8 @@ def test_acks_wait_for_a_learner_write_that_stalled():
         assert not errors, errors
         assert actor.stats()["reconnects"] == 0
         assert learner.stats()["rejected"] == 0
+        if local:
+            assert actor.stats()["transport"] == "unix"
 
 
 def test_retry_attempts_exhausted_then_reconnect():
