@@ -108,6 +108,9 @@ class Tracker:
         return f"Tracker(seq={self._seq}, done={self.done})"
 
 
+_DONE = Tracker(None, 0)   # what every send that holds nothing returns: no allocation
+
+
 def _parse_address(address: str) -> tuple[str, int]:
     """'host:port', '[v6]:port' or 'tcp://host:port' -> (host, port);
     'ipc:///path' -> (path, -1)."""
@@ -719,7 +722,8 @@ class ActorNode(_Node):
         if copy:
             core.send(0, _core.KIND_TRAJ, version, data, timeout)
             return None
-        return Tracker(core, core.send(0, _core.KIND_TRAJ, version, data, timeout, False))
+        seq = core.send(0, _core.KIND_TRAJ, version, data, timeout, False)
+        return Tracker(core, seq) if seq else _DONE
 
     def wait_acked(self, timeout: float | None = None) -> None:
         """Block until the learner has acknowledged every trajectory sent so
