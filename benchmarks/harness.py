@@ -226,6 +226,7 @@ def _oneway_receiver(peer_name, kind, k, n, warmup, addr_q, go, go_time, done):
                             go_time.value = time.monotonic()
                             os.write(go[1], b"g" * k)   # wakes every sender at once
                             t0 = time.perf_counter()
+                            cpu0 = time.process_time()
                             timeout = STEP_TIMEOUT
                     continue
                 measured += 1
@@ -239,7 +240,8 @@ def _oneway_receiver(peer_name, kind, k, n, warmup, addr_q, go, go_time, done):
                     t_first = time.perf_counter()
                     counts_first = [max(0, e - warmup) for e in expected]
         t_all = time.perf_counter()
-        return {"all_s": t_all - t0, "first_done_s": t_first - t0, "counts_first": counts_first,
+        cpu_s = time.process_time() - cpu0
+        return {"all_s": t_all - t0, "cpu_s": cpu_s, "first_done_s": t_first - t0, "counts_first": counts_first,
                 "mid_s": t_hi - t_lo, "mid_counts": [b - a for a, b in zip(counts_lo, counts_hi)]}
     finally:
         done.set()
@@ -262,6 +264,7 @@ def _oneway_sender(peer_name, kind, idx, n, warmup, addr_q, go, go_time, done):
                     raise TimeoutError("no go from the receiver")
                 os.read(go[0], 1)
                 t_go = time.perf_counter()
+                cpu0 = time.process_time()
                 go_delay = time.monotonic() - go_time.value
             slot = i % npool
             if tokens[slot] is not None:
@@ -271,7 +274,10 @@ def _oneway_sender(peer_name, kind, idx, n, warmup, addr_q, go, go_time, done):
         info = _info(tx)   # before the receiver can finish and close
         if not done.wait(READY_TIMEOUT + STEP_TIMEOUT):
             raise TimeoutError("receiver did not finish")
-        return {"send_s": sent_s, "go_delay_s": go_delay, "info": info}
+        # every thread's CPU time from "go" until the receiver has it all
+        # (what is still written after the last send call included)
+        cpu_s = time.process_time() - cpu0
+        return {"send_s": sent_s, "go_delay_s": go_delay, "cpu_s": cpu_s, "info": info}
     finally:
         _at_exit(tx.close)
 
@@ -304,6 +310,9 @@ def oneway(peer, kind, k, n, warmup, timeout):
             "first_done_s": rx["first_done_s"], "counts_first": rx["counts_first"],
             "sender_send_s": [res[f"sender{i}"]["send_s"] for i in range(k)],
             "sender_go_delay_s": [res[f"sender{i}"]["go_delay_s"] for i in range(k)],
+            # CPU time (all threads, user + system) per message in each process
+            "sender_cpu_us": [res[f"sender{i}"]["cpu_s"] / n * 1e6 for i in range(k)],
+            "receiver_cpu_us": rx["cpu_s"] / (k * n) * 1e6,
             "actor_transport": _actor_infos(res, [f"sender{i}" for i in range(k)])}
 
 

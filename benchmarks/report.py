@@ -354,6 +354,28 @@ def markdown(results) -> str:
                            "/".join(f"{x:.0%}" for x in s) for s in st["shares"])
                        for p, st in shares) + ".")
         out.append("")
+    cpu = {}   # (case, peer) -> ([sender µs per message], [receiver µs per message]) by repeat
+    for r in results["runs"]:
+        if "receiver_cpu_us" in r:
+            snd, rcv = cpu.setdefault((r["case"], r["peer"]), ([], []))
+            snd.append(statistics.mean(r["sender_cpu_us"]))
+            rcv.append(r["receiver_cpu_us"])
+    if cpu:
+        out.append("CPU time per message, sender / receiver process (µs, every thread, user + "
+                   "system, from \"go\" to the last message; the receiver's includes the "
+                   "harness's checks; median of the repeats):")
+        out.append("")
+        out.append("| workload | " + " | ".join(PEER_LABEL[p] for p in peers) + " |")
+        out.append("|---|" + "---|" * len(peers))
+        for r in rows:
+            cells = []
+            for p in peers:
+                v = cpu.get((r["case"], p))
+                cells.append(f"{statistics.median(v[0]):.1f} / {statistics.median(v[1]):.1f}"
+                             if v else "")
+            if any(cells):
+                out.append(f"| {r['title']} | " + " | ".join(cells) + " |")
+        out.append("")
     ss = [(r["case"], r["repeat"], r["socket_share"]) for r in results["runs"]
           if r["peer"] == LOCAL and "socket_share" in r]
     if ss:
