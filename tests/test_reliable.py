@@ -385,21 +385,29 @@ def test_sends_while_disconnected_are_retained_then_block(wait_until):
             assert wait_until(lambda: actor.stats()["retained"] == 0), actor.stats()
 
 
-def test_large_trajectories_resent_intact_after_a_reset_mid_frame():
+@pytest.mark.parametrize("copy", [True, False], ids=["copy", "copy=False"])
+def test_large_trajectories_resent_intact_after_a_reset_mid_frame(copy):
     """A trajectory of 256 KiB or more is written from the caller's arrays
-    while the I/O thread makes its retained copy. A reset in the middle of
-    one, with the array overwritten for the next send as soon as
-    send_trajectory returns, still delivers every one exactly once and
-    byte-exact: what follows the reset comes from the retained copies."""
+    while the I/O thread makes its retained copy (copy=False: no copy, the
+    arrays are held until acknowledged). A reset in the middle of one still
+    delivers every one exactly once and byte-exact: what follows the reset
+    comes from the retained copies, overwritten arrays notwithstanding (by
+    default one array is rewritten as soon as send_trajectory returns), or
+    from the held arrays (copy=False: a new array each)."""
     size, n = 1 << 20, 12
     pattern = np.arange(size, dtype=np.uint64).astype(np.uint8)
     with rlink.LearnerNode(port=0, reliable=True) as learner, FaultProxy(learner.address) as proxy:
         proxy.rst_after(5 * size + size // 2)          # inside the sixth trajectory
         with rlink.ActorNode(proxy.address, **ACTOR_KW) as actor:
             data = np.empty(size, np.uint8)
+            trackers = []
             for i in range(n):
-                np.add(pattern, i, out=data)           # the same array, new contents
-                actor.send_trajectory({"seq": i, "data": data}, timeout=SEND_TIMEOUT)
+                if copy:
+                    np.add(pattern, i, out=data)       # the same array, new contents
+                    actor.send_trajectory({"seq": i, "data": data}, timeout=SEND_TIMEOUT)
+                else:
+                    trackers.append(actor.send_trajectory({"seq": i, "data": pattern + np.uint8(i)},
+                                                          timeout=SEND_TIMEOUT, copy=False))
             got: list[int] = []
             while len(set(got)) < n:
                 m = learner.receive_message(timeout=IDLE)
@@ -410,6 +418,8 @@ def test_large_trajectories_resent_intact_after_a_reset_mid_frame():
             assert proxy.wait_event("rst")
             assert got == list(range(n))
             assert actor.stats()["reconnects"] >= 1
+            for t in trackers:
+                t.wait(T)
 
 
 def test_copy_false_holds_the_arrays_until_acknowledged():
@@ -435,29 +445,6 @@ def test_copy_false_holds_the_arrays_until_acknowledged():
         tracker.wait(T)
         assert tracker.done and held() is None
         actor.wait_acked(T)
-
-
-def test_copy_false_sends_resent_from_the_arrays_after_a_reset_mid_frame():
-    """Held by reference, trajectories cut by a reset mid-frame are resent
-    from the caller's arrays: every one exactly once and byte-exact."""
-    size, n = 1 << 20, 12
-    pattern = np.arange(size, dtype=np.uint64).astype(np.uint8)
-    with rlink.LearnerNode(port=0, reliable=True) as learner, FaultProxy(learner.address) as proxy:
-        proxy.rst_after(5 * size + size // 2)          # inside the sixth trajectory
-        with rlink.ActorNode(proxy.address, **ACTOR_KW) as actor:
-            trackers = [actor.send_trajectory({"seq": i, "data": pattern + np.uint8(i)},
-                                              timeout=SEND_TIMEOUT, copy=False) for i in range(n)]
-            got: list[int] = []
-            while len(set(got)) < n:
-                m = learner.receive_message(timeout=IDLE)
-                i = int(m.data["seq"])
-                got.append(i)
-                assert np.array_equal(m.data["data"], pattern + np.uint8(i)), f"trajectory {i} differs"
-            assert proxy.wait_event("rst")
-            assert got == list(range(n))
-            assert actor.stats()["reconnects"] >= 1
-            for t in trackers:
-                t.wait(T)
 
 
 @pytest.mark.parametrize("reliable, local", [(False, False), (True, True)])
