@@ -717,9 +717,19 @@ cdef inline long long _deadline(object timeout) except? -2:
 # it on whatever thread the ack or the last write happens, without the GIL,
 # so the release only moves it onto the node's _Released list; the next call
 # into the node that holds the GIL (_Node.drain_released) lets go of it.
+cdef extern from *:
+    """
+    #include "rl_os.h"
+    static inline int rlink_load_int(int *p) { return rl_atomic_load(p, RL_RELAXED); }
+    static inline void rlink_store_int(int *p, int v) { rl_atomic_store(p, v, RL_RELAXED); }
+    """
+    int rlink_load_int(int *p) nogil
+    void rlink_store_int(int *p, int v) nogil
+
 cdef struct _Released:
     rl_mutex mu
     _Held *head
+    int pending    # head is not NULL; also read without mu (a miss waits for the next call)
 
 cdef struct _Held:
     PyObject *encoder
@@ -731,6 +741,7 @@ cdef void _on_release(void *ctx) noexcept nogil:
     rl_mutex_lock(&h.to.mu)
     h.next = h.to.head
     h.to.head = h
+    rlink_store_int(&h.to.pending, 1)
     rl_mutex_unlock(&h.to.mu)
 
 
@@ -760,6 +771,7 @@ cdef class _Node:
             raise MemoryError()
         rl_mutex_init(&self.released.mu)
         self.released.head = NULL
+        self.released.pending = 0
         rl_config_default(&self.cfg, role)
         if limits:
             self.cfg.limits.max_arrays = limits.get("max_arrays", self.cfg.limits.max_arrays)
@@ -797,14 +809,15 @@ cdef class _Node:
                 rl_node_destroy(self.n)   # lets go of every send by reference
             self.n = NULL
         if self.released != NULL:
-            self._drain_released()
+            self._drain_released(False)   # the encoder pool may be cleared already
             rl_mutex_destroy(&self.released.mu)
             free(self.released)
             self.released = NULL
 
-    cdef void _drain_released(self) noexcept:
+    cdef void _drain_released(self, bint pool=True) noexcept:
         """Give back the encoders (and so the arrays) of sends by reference
-        that the node has let go of."""
+        that the node has let go of: to the pool, or (pool false, as in
+        __dealloc__) only their arrays."""
         cdef _Held *h
         cdef _Held *nxt
         cdef _Encoder e
@@ -813,13 +826,17 @@ cdef class _Node:
         rl_mutex_lock(&self.released.mu)
         h = self.released.head
         self.released.head = NULL
+        rlink_store_int(&self.released.pending, 0)
         rl_mutex_unlock(&self.released.mu)
         while h != NULL:
             nxt = h.next
             e = <_Encoder>h.encoder
             Py_DECREF(e)   # the reference _Held took
             free(h)
-            self._give_encoder(e)
+            if pool:
+                self._give_encoder(e)
+            else:
+                e.release()
             h = nxt
 
     @property
@@ -936,7 +953,7 @@ cdef class _Node:
         cdef rl_buf *owner = NULL
         cdef uint64_t owned_seq = 0
         cdef _Held *held
-        if self.released.head != NULL:   # unlocked peek: a miss waits for the next call
+        if self.released != NULL and rlink_load_int(&self.released.pending):
             self._drain_released()
         try:
             e.encode(obj, kind, ref)
