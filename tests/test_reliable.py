@@ -564,6 +564,8 @@ def test_retry_attempts_exhausted_then_reconnect():
         assert str(retained) in str(err), f"{err!s} does not say how many are retained ({retained})"
         with pytest.raises(rlink.ConnectionLostError):
             actor.send_trajectory(message(sent, 64), timeout=T)
+        with pytest.raises(rlink.ConnectionLostError, match="retained"):   # not a timeout
+            actor.wait_acked(timeout=T)
         with rlink.LearnerNode(port=port, reliable=True) as learner2:
             actor.reconnect(timeout=T)
             for i in range(sent, sent + 5):
@@ -577,6 +579,8 @@ def test_retry_attempts_exhausted_then_reconnect():
                 rx.close()
             lost, dup = count(records + rx.records, total)
             assert lost == 0
+            actor.wait_acked(timeout=T)
+            assert actor.stats()["retained"] == 0
             assert all(red for s, red in rx.records if s < 5)
             assert [s for s, _ in rx.records if s >= 5] == list(range(5, total))
 
