@@ -563,11 +563,15 @@ static int ring_put_control(rl_conn *c, const uint8_t out[RL_HEADER_SIZE]) {
     return 0;
 }
 
-/* Held control frames onto the ring, once no sender writes directly; the
- * caller makes sure the ring gets written (want_out). */
-static void held_release(rl_conn *c) {
-    if (c->held_len && !c->direct_writer && ring_put_copy(c, c->held, c->held_len) == 0)
-        c->held_len = 0;
+/* Held control frames onto the ring, once no sender writes directly, and
+ * the connection marked for writing. Returns 1 if the I/O thread was not
+ * watching for that yet (a sender then wakes it, after unlocking). */
+static int held_release(rl_conn *c) {
+    if (!c->held_len || c->direct_writer || ring_put_copy(c, c->held, c->held_len)) return 0;
+    c->held_len = 0;
+    int was = c->want_out;
+    c->want_out = 1;
+    return !was;
 }
 
 /* A retained frame onto c's ring by reference, from its byte skip on, and
@@ -740,6 +744,13 @@ static int batch_due(const rl_conn *c, int batch, long long t) {
            (c->batch_ns && t - c->batch_ns >= BATCH_GAP_NS);
 }
 
+/* The CRC32C of the bytes of iov[], one piece after another. */
+static uint32_t iov_crc(const rl_iov *iov, int iovcnt) {
+    uint32_t crc = 0;
+    for (int i = 0; i < iovcnt; i++) crc = rl_crc32c(crc, iov[i].base, iov[i].len);
+    return crc;
+}
+
 /* Seal a header for the wire: on a reliable link it carries the body's
  * CRC32C (and rl_header_encode adds the header's own). */
 static void seal_header(rl_header *h, uint8_t out[RL_HEADER_SIZE], int checksum,
@@ -748,7 +759,7 @@ static void seal_header(rl_header *h, uint8_t out[RL_HEADER_SIZE], int checksum,
     h->flags &= (uint8_t)~RL_FLAG_CHECKSUM;
     if (checksum) {
         h->flags |= RL_FLAG_CHECKSUM;
-        for (int i = 0; i < iovcnt; i++) h->crc = rl_crc32c(h->crc, iov[i].base, iov[i].len);
+        h->crc = iov_crc(iov, iovcnt);
     }
     rl_header_encode(h, out);
 }
@@ -1106,7 +1117,7 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
     if (owned) {   /* only the header is ours; the gather list goes beside it */
         memcpy(frame + RL_HEADER_SIZE, iov, (size_t)iovcnt * sizeof(rl_iov));
         b->len = RL_HEADER_SIZE + (size_t)iovcnt * sizeof(rl_iov);
-        for (int i = 0; i < iovcnt; i++) bcrc = rl_crc32c(bcrc, iov[i].base, iov[i].len);
+        bcrc = iov_crc(iov, iovcnt);
         if (!rel_lock(n, nowait)) goto busy;
     } else if (aside) {
         /* The I/O thread starts the copy while this thread checksums: the
@@ -1115,7 +1126,7 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
          * 16-pair runs). The copy slot is taken under rel_mu. */
         if (!rel_lock(n, nowait)) goto busy;   /* sequence order == ring order */
         copy_job_post(n, frame, iov, iovcnt);
-        for (int i = 0; i < iovcnt; i++) bcrc = rl_crc32c(bcrc, iov[i].base, iov[i].len);
+        bcrc = iov_crc(iov, iovcnt);
     } else {
         bcrc = body_copy(frame, iov, iovcnt, &flen);
         if (!rel_lock(n, nowait)) goto busy;
@@ -1216,11 +1227,7 @@ static int send_reliable(rl_node *n, rl_header h, const rl_iov *iov, int iovcnt,
                 }
             }
         }
-        if (c->held_len && !c->direct_writer) {   /* they fell due during our direct write */
-            held_release(c);
-            if (!c->want_out) wake = 1;
-            c->want_out = 1;
-        }
+        if (held_release(c)) wake = 1;   /* control frames due during our direct write */
         rl_mutex_unlock(&c->send_mu);
         if (wake) rl_waker_wake(&n->waker);   /* after the unlock, as in rl_node_send */
         conn_unref(c);
@@ -1335,11 +1342,7 @@ int rl_node_send_owned(rl_node *n, uint64_t peer_id, const rl_header *hin,
     }
 out:
     if (rc == RL_OK) CONN_COUNT(c, msgs_out, frame_bytes_out, total);
-    if (c->held_len && !c->direct_writer) {   /* they fell due during our direct write */
-        held_release(c);
-        if (!c->want_out) wake = 1;
-        c->want_out = 1;
-    }
+    if (held_release(c)) wake = 1;   /* control frames due during our direct write */
     rl_mutex_unlock(&c->send_mu);
     /* after the unlock: woken under send_mu, the I/O thread would run
      * (on this core, preempting us) only to block on it */
@@ -2489,7 +2492,6 @@ static RL_THREAD_RESULT RL_THREAD_CALL io_main(void *arg) {
             rl_mutex_lock(&c->send_mu);
             if (c->state == CONN_OPEN && !c->closed) {
                 held_release(c);
-                if (c->ring.bytes) c->want_out = 1;
                 if (acks[i]) queue_control(n, c, RL_KIND_ACK, acks[i]);
                 else if (!closing && now - c->last_tx_ms >= n->cfg.heartbeat_ms &&
                          c->ring.bytes == 0 && !c->direct_writer)
@@ -2897,9 +2899,8 @@ static int attach_conn(rl_node *n, int fd, int local, const rl_hello *peer) {
                 /* the caller promised not to write those arrays until the
                  * ack; if they did, the learner would refuse the frame on
                  * every resend: it goes with the bytes as they are now */
-                uint32_t crc = 0;
+                uint32_t crc = iov_crc(r->body, r->nbody);
                 rl_header rh;
-                for (int j = 0; j < r->nbody; j++) crc = rl_crc32c(crc, r->body[j].base, r->body[j].len);
                 if (rl_header_decode(r->data, UINT64_MAX, &rh) == RL_OK && rh.crc != crc) {
                     rh.crc = crc;
                     rl_header_encode(&rh, r->data);
@@ -2952,18 +2953,22 @@ int rl_node_wait_acked(rl_node *n, int timeout_ms) {
     return rl_node_wait_acked_upto(n, UINT64_MAX, timeout_ms);
 }
 
+/* mu held: is a message numbered seq or less still retained? (The window
+ * is in sequence order: its head is the oldest.) */
+static int retained_upto(const rl_node *n, uint64_t seq) {
+    return n->ret_n > 0 && n->ret[n->ret_head].seq <= seq;
+}
+
 int rl_node_wait_acked_upto(rl_node *n, uint64_t seq, int timeout_ms) {
     long long deadline = to_deadline(timeout_ms);
     int rc = RL_OK;
     rl_mutex_lock(&n->mu);
     n->ret_waiters++;
-#define WAITING (n->ret_n > 0 && n->ret[n->ret_head].seq <= seq)
-    while (WAITING && !n->failed && !n->closing) {
+    while (retained_upto(n, seq) && !n->failed && !n->closing) {
         if (rl_cond_wait_until(&n->cv, &n->mu, deadline) == ETIMEDOUT) break;
     }
     n->ret_waiters--;
-    if (WAITING) rc = n->closing ? RL_ECLOSED : n->failed ? RL_ECONNLOST : RL_ETIMEDOUT;
-#undef WAITING
+    if (retained_upto(n, seq)) rc = n->closing ? RL_ECLOSED : n->failed ? RL_ECONNLOST : RL_ETIMEDOUT;
     rl_mutex_unlock(&n->mu);
     return rc;
 }

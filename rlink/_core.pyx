@@ -716,7 +716,7 @@ cdef inline long long _deadline(object timeout) except? -2:
 # keep the arrays (and whose meta the frame refers to) alive. The node drops
 # it on whatever thread the ack or the last write happens, without the GIL,
 # so the release only moves it onto the node's _Released list; the next call
-# into the node that holds the GIL (_Node.drain_released) lets go of it.
+# into the node that holds the GIL (_Node._drain_released) lets go of it.
 cdef extern from *:
     """
     #include "rl_os.h"

@@ -108,9 +108,7 @@ def test_reliable_session_survives_learner_restart_over_unix():
         for i in range(50):
             actor.send_trajectory({"i": i}, timeout=T)
         got = [learner.receive(timeout=T)["i"] for _ in range(50)]
-        deadline = time.monotonic() + T      # acknowledged: nothing is redelivered
-        while actor.stats()["acked"] < 50 and time.monotonic() < deadline:
-            time.sleep(0.005)
+        actor.wait_acked(T)                  # acknowledged: nothing is redelivered
         assert actor.stats()["acked"] == 50
         learner.close()
         for i in range(50, 100):
