@@ -472,6 +472,9 @@ def test_a_reliable_session_over_the_region_survives_a_learner_restart(wait_unti
             got = []
             for i in range(30):
                 if i == 20:
+                    # the 20 taken are acknowledged: the slots given back are free, not
+                    # waiting for an ack still in flight (a timing the test must not rely on)
+                    actor.wait_acked(T)
                     before = actor.stats()["bytes_out"]
                 actor.send_trajectory(_payload(i), timeout=T)
                 if i < 20:   # taken (and mostly acknowledged); the rest wait in the learner's queue
