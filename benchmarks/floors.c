@@ -21,11 +21,16 @@
  *                                   "single": one write() per message, "writev":
  *                                   64 messages per writev(); receiver reads 64 KiB
  *                                   at a time and parses: messages/s
+ *   floors w2stream N WARMUP plain|crc|crc-copy
+ *                                   TCP loopback, N messages of W2's size from a pool
+ *                                   of 8, each behind a 16-byte header: plain, or with
+ *                                   what reliable mode adds (see checked_stream): GB/s
  *   floors memcpy MIB REPS          memcpy between two MIB buffers: GB/s (best rep)
  *
  * Sender and receiver are separate processes (fork). Every message or chunk
  * carries a sequence number and a derived last byte that the receiver checks.
- * Each mode prints one JSON object on stdout. Build: cc -O2 -o floors floors.c
+ * Each mode prints one JSON object on stdout. Build, from the repository root:
+ * cc -O2 -Icsrc -o floors benchmarks/floors.c csrc/rl_crc.c
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -43,6 +48,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "rl_crc.h"
 
 #define DIE(...) do { fprintf(stderr, "floors: " __VA_ARGS__); fprintf(stderr, " (%s)\n", strerror(errno)); exit(2); } while (0)
 #define FAIL(...) do { fprintf(stderr, "floors: CHECK FAILED: " __VA_ARGS__); fprintf(stderr, "\n"); exit(3); } while (0)
@@ -230,6 +237,91 @@ static int stream(int family, long mib, long warm_mib, int sockbuf) {
     return 0;
 }
 
+/* ------------------------------------------------------- checked stream */
+/* What reliable mode must add to a W2 stream, done in plain C: messages of
+ * W2's size from a pool of 8 (as the suite's W2 payloads), each behind a
+ * 16-byte header (sequence, length, CRC32C). check 0: no checksum (the
+ * baseline for the two others, with the same pool); 1: the sender
+ * checksums each message before writing it and the receiver checksums what
+ * it reads while it is in cache, as rlink's reliable links do (the
+ * copy=False path); 2: as 1, and the sender copies the message into a
+ * retained window (8 slots, round robin) in the same pass as its checksum
+ * and writes from that copy (the default path's work, on one core). The
+ * CRC32C is rlink's own (csrc/rl_crc.c). */
+#define W2_BYTES 1811776u
+#define W2_POOL 8
+static int checked_stream(long n, long warm, int check) {
+    static const char *names[] = {"tcp_w2_stream", "tcp_w2_stream_crc", "tcp_w2_stream_crc_copy"};
+    int port = 0, ls = listen_on(AF_INET, &port);
+    long total = n + warm;
+    pid_t pid = fork();
+    if (pid == 0) {
+        int s = connect_to(AF_INET, port, 0, 0);
+        uint8_t *pool[W2_POOL], *slot[W2_POOL];
+        for (int i = 0; i < W2_POOL; i++) {
+            pool[i] = malloc(W2_BYTES);
+            slot[i] = check == 2 ? malloc(W2_BYTES) : NULL;
+            if (!pool[i] || (check == 2 && !slot[i])) DIE("malloc");
+            for (size_t j = 0; j < W2_BYTES; j++) pool[i][j] = (uint8_t)(j * 7 + (size_t)i);
+            if (slot[i]) memset(slot[i], 0, W2_BYTES);
+        }
+        for (long i = 0; i < total; i++) {
+            uint8_t *body = pool[i % W2_POOL];
+            uint64_t hdr[2] = {(uint64_t)i, W2_BYTES};
+            body[W2_BYTES - 1] = stamp_byte((uint64_t)i);
+            uint32_t crc = 0;
+            if (check == 1) crc = rl_crc32c(0, body, W2_BYTES);
+            if (check == 2) {
+                crc = rl_crc32c_copy(0, slot[i % W2_POOL], body, W2_BYTES);
+                body = slot[i % W2_POOL];
+            }
+            hdr[1] |= (uint64_t)crc << 32;
+            struct iovec v[2] = {{hdr, sizeof hdr}, {body, W2_BYTES}};
+            size_t left = sizeof hdr + W2_BYTES;
+            while (left) {
+                ssize_t w = writev(s, v, 2);
+                if (w < 0) { if (errno == EINTR) continue; DIE("writev"); }
+                left -= (size_t)w;
+                for (int k = 0; k < 2 && w > 0; k++) {
+                    size_t t = (size_t)w < v[k].iov_len ? (size_t)w : v[k].iov_len;
+                    v[k].iov_base = (uint8_t *)v[k].iov_base + t;
+                    v[k].iov_len -= t;
+                    w -= (ssize_t)t;
+                }
+            }
+        }
+        close(s);
+        _exit(0);
+    }
+    int s = accept_one(ls, AF_INET, 0);
+    uint8_t *b = malloc(W2_BYTES);
+    if (!b) DIE("malloc");
+    double t0 = 0;
+    for (long i = 0; i < total; i++) {
+        if (i == warm) t0 = now();
+        uint64_t hdr[2];
+        read_all(s, hdr, sizeof hdr);
+        if (hdr[0] != (uint64_t)i || (uint32_t)hdr[1] != W2_BYTES) FAIL("message %ld header", i);
+        uint32_t crc = 0;
+        size_t have = 0;
+        while (have < W2_BYTES) {   /* checksum each read while it is in cache */
+            ssize_t r = read(s, b + have, W2_BYTES - have);
+            if (r < 0) { if (errno == EINTR) continue; DIE("read"); }
+            if (r == 0) FAIL("peer closed early");
+            if (check) crc = rl_crc32c(crc, b + have, (size_t)r);
+            have += (size_t)r;
+        }
+        if (b[W2_BYTES - 1] != stamp_byte((uint64_t)i)) FAIL("message %ld last byte", i);
+        if (check && crc != (uint32_t)(hdr[1] >> 32)) FAIL("message %ld checksum", i);
+    }
+    double dt = now() - t0;
+    close(s);
+    if (wait_child(pid)) FAIL("sender failed");
+    printf("{\"floor\": \"%s\", \"n\": %ld, \"seconds\": %.6f, \"GBps\": %.4f}\n", names[check], n,
+           dt, n * (double)W2_BYTES / dt / 1e9);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- msgs */
 #define MSG 100
 #define FRAME (4 + MSG)
@@ -338,6 +430,9 @@ int main(int argc, char **argv) {
     if (argc >= 6 && !strcmp(argv[1], "msgs"))
         return msgs(strcmp(argv[2], "unix") ? AF_INET : AF_UNIX, !strcmp(argv[3], "writev"),
                     atol(argv[4]), atol(argv[5]));
+    if (argc >= 5 && !strcmp(argv[1], "w2stream"))
+        return checked_stream(atol(argv[2]), atol(argv[3]),
+                              !strcmp(argv[4], "crc") ? 1 : !strcmp(argv[4], "crc-copy") ? 2 : 0);
     if (argc >= 4 && !strcmp(argv[1], "memcpy")) return bench_memcpy(atol(argv[2]), atoi(argv[3]));
     fprintf(stderr, "usage: see the comment at the top of floors.c\n");
     return 1;

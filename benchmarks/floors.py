@@ -13,6 +13,9 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "floors.c")
+# the checked W2 streams use rlink's own CRC32C, compiled from the checkout
+CSRC = os.path.join(os.path.dirname(HERE), "csrc")
+SOURCES = [SOURCE, os.path.join(CSRC, "rl_crc.c")]
 
 
 def find_cc() -> str | None:
@@ -35,12 +38,14 @@ def build() -> tuple[str | None, str]:
     cc = find_cc()
     if cc is None:
         return None, "no C compiler on PATH (cc/gcc/clang/$CC): C floors skipped"
-    with open(SOURCE, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()[:12]
-    out = os.path.join(tempfile.gettempdir(), f"rlink-bench-floors-{digest}")
+    h = hashlib.sha256()
+    for path in SOURCES + [os.path.join(CSRC, "rl_crc.h"), os.path.join(CSRC, "rl_os.h")]:
+        with open(path, "rb") as f:
+            h.update(f.read())
+    out = os.path.join(tempfile.gettempdir(), f"rlink-bench-floors-{h.hexdigest()[:12]}")
     if not os.path.exists(out):
-        r = subprocess.run([cc, "-O2", "-o", out + ".tmp", SOURCE], capture_output=True,
-                           text=True, timeout=120)
+        r = subprocess.run([cc, "-O2", "-I", CSRC, "-o", out + ".tmp", *SOURCES],
+                           capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
             return None, f"compiling floors.c with {cc} failed: C floors skipped\n{r.stderr[-2000:]}"
         os.replace(out + ".tmp", out)
@@ -72,6 +77,13 @@ def floor_specs(quick: bool) -> dict:
         "unix_100B_write1": (["msgs", "unix", "single", str(1_000_000 // k), "10000"], "msgps", "msg/s", True),
         "unix_100B_writev64": (["msgs", "unix", "writev", str(5_000_000 // k), "10000"], "msgps", "msg/s", True),
         "memcpy": (["memcpy", "64", "20"], "GBps", "GB/s", True),
+        # What reliable mode adds to W2, in C (floors.c, checked_stream): the
+        # same stream plain, with CRC32C at both ends, and with the sender's
+        # retained copy too. They run in W2 when a reliable TCP peer does.
+        "tcp_w2_stream": (["w2stream", str(1000 // k), "100", "plain"], "GBps", "GB/s", True),
+        "tcp_w2_stream_crc": (["w2stream", str(1000 // k), "100", "crc"], "GBps", "GB/s", True),
+        "tcp_w2_stream_crc_copy": (["w2stream", str(1000 // k), "100", "crc-copy"], "GBps", "GB/s",
+                                   True),
     }
 
 

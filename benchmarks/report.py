@@ -28,6 +28,10 @@ RELIABLE_PAIRS = {"rlink-reliable": "rlink", "rlink-reliable-nocopy": "rlink",
 RELIABLE_LABEL = {"rlink-reliable": "", "rlink-reliable-nocopy": " copy=False",
                   "rlink-local-reliable": " same host"}
 DERIVED_FLOORS = ["tcp_stream_1MiB", "unix_stream_1MiB"]   # best of _autobuf / _4MiBbuf
+# The C model of reliable mode's W2 work (floors.c, checked_stream): each
+# checked stream over the plain one, beside each reliable peer over rlink.
+RELIABLE_MODEL = {"checksums": "tcp_w2_stream_crc", "checksums + retained copy": "tcp_w2_stream_crc_copy"}
+RELIABLE_MODEL_BASE = "tcp_w2_stream"
 # W3 same-host target: rlink-local against the best of these (all over TCP)
 W3_OTHERS = ["pyzmq", "portal", "mp.connection", "socket+pickle5", "rlink"]
 
@@ -156,8 +160,27 @@ def build_results(info, args, cases_def, order, cases, peers, runs, floor_runs, 
                               "these summaries pool all of a floor's runs",
                "floor_runs": floor_runs, "runs": runs, "failures": failures,
                "callgrind": callgrind}
+    results["reliable_model"] = _reliable_model(floor_runs)
     results["targets"] = _targets(results)
     return results
+
+
+def _reliable_model(floor_runs):
+    """What reliable mode's work costs W2 in C on this machine, this run:
+    {label: {"ratio", "paired"}} (each checked stream over the plain one), or
+    None when those floors did not run."""
+    def by_rep(name):
+        return {r["repeat"]: r["value"] for r in floor_runs if r["name"] == name}
+    base = by_rep(RELIABLE_MODEL_BASE)
+    if not base:
+        return None
+    out = {}
+    for label, name in RELIABLE_MODEL.items():
+        runs = by_rep(name)
+        if runs:
+            out[label] = {"ratio": statistics.median(runs.values()) / statistics.median(base.values()),
+                          "paired": _paired(runs, base)}
+    return out or None
 
 
 def _scaling(rows, cases_def):
@@ -401,6 +424,16 @@ def markdown(results) -> str:
         met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
         out.append(f"| {t['target']} | {m} | {pc} | {met} |")
     out.append("")
+    model = results.get("reliable_model")
+    if model:
+        out.append("What reliable mode's W2 work costs in C on this machine (floors.c `w2stream`, "
+                   "same run; each checked stream ÷ the plain one, ratio of the medians, paired "
+                   "median [min–max]): " + "; ".join(
+                       f"{label} {m['ratio']:.2f}×" + (
+                           f" ({m['paired']['median']:.2f}× [{m['paired']['min']:.2f}–"
+                           f"{m['paired']['max']:.2f}])" if m["paired"] else "")
+                       for label, m in model.items()) + ".")
+        out.append("")
     fl = results["floors"]
     if any(fl.values()):
         out.append("C floors: " + "; ".join(
@@ -428,7 +461,7 @@ def markdown(results) -> str:
 
 
 def _floor_unit(name):
-    if "_stream_" in name or name == "memcpy":
+    if "_stream" in name or name == "memcpy":
         return "GB/s"
     return "µs" if "_pingpong_64B" in name else "msg/s"
 

@@ -63,6 +63,10 @@ STREAM_FLOORS = ["tcp_stream_1MiB_autobuf", "tcp_stream_1MiB_4MiBbuf"]
 UNIX_STREAM_FLOORS = ["unix_stream_1MiB_autobuf", "unix_stream_1MiB_4MiBbuf"]
 # floor name -> the runs it is the better of, in each repeat (derived in main)
 BEST_OF = {"tcp_stream_1MiB": STREAM_FLOORS, "unix_stream_1MiB": UNIX_STREAM_FLOORS}
+# what reliable mode's W2 work costs in C (report.RELIABLE_MODEL), run in W2
+# when a reliable peer over TCP does
+RELIABLE_FLOORS = ["tcp_w2_stream", "tcp_w2_stream_crc", "tcp_w2_stream_crc_copy"]
+RELIABLE_TCP_PEERS = ["rlink-reliable", "rlink-reliable-nocopy"]
 
 # Message counts are chosen so that every trial measures for roughly 0.5-3 s
 # at the rates seen on a 2-core VM; --quick divides them (see quick_div).
@@ -75,7 +79,7 @@ CASES = {
     "W2": dict(title="W2 trajectories, 1 → 1", metric="GB/s", higher=True, run="oneway",
                kind="trajectory", senders=1, peers=KNOWN_PEERS, floor="tcp_stream_1MiB",
                floors=STREAM_FLOORS, local_floors=UNIX_STREAM_FLOORS,
-               n=_n(1000), warmup=20, quick_div=4),
+               reliable_floors=RELIABLE_FLOORS, n=_n(1000), warmup=20, quick_div=4),
     "W2x2": dict(title="W2 trajectories, 2 → 1", metric="GB/s", higher=True, run="oneway",
                  kind="trajectory", senders=2, peers=KNOWN_PEERS, floor="tcp_stream_1MiB",
                  floors=STREAM_FLOORS, local_floors=UNIX_STREAM_FLOORS,
@@ -317,7 +321,9 @@ def main(argv=None) -> int:
                 plan.append((rep, "floor", fname, None))
         for cname in cases:
             local = LOCAL_PEER in peers and LOCAL_PEER in CASES[cname]["peers"]
-            for fname in CASES[cname]["floors"] + (CASES[cname]["local_floors"] if local else []):
+            reliable = any(p in peers for p in RELIABLE_TCP_PEERS)
+            for fname in (CASES[cname]["floors"] + (CASES[cname]["local_floors"] if local else [])
+                          + (CASES[cname].get("reliable_floors", []) if reliable else [])):
                 if fname in fspecs:
                     plan.append((rep, "floor", fname, cname))
             cpeers = [p for p in CASES[cname]["peers"] if p in peers]
