@@ -422,6 +422,78 @@ def test_large_trajectories_resent_intact_after_a_reset_mid_frame(copy):
                 t.wait(T)
 
 
+def test_concurrent_senders_exactly_once_in_order_across_resets():
+    """Three threads share one reliable actor, each sending small, medium
+    (packed into shared retained chunks) and large (written directly while
+    the retained copy is made aside, or with copy=False held by reference)
+    trajectories, while the proxy resets the connection four times at byte
+    offsets that fall inside frames. Every trajectory arrives exactly once,
+    byte-exact, each thread's in the order it sent them, none flagged as a
+    redelivery (the learner never died). The copy=True threads overwrite
+    their arrays as soon as each send returns, so a resend that read them
+    instead of the retained copy would deliver the wrong bytes."""
+    sizes = [64, 20_000, 300_000]      # < 16 KiB packed, chunk-sized, >= 256 KiB aside
+    per_thread, threads = 90, 3
+    resets = [2_000_000 + 777, 3_000_000 + 12_345, 2_500_000 + 48, 4_000_000 + 3]
+
+    def expected(t: int, i: int) -> np.ndarray:
+        return (np.arange(sizes[i % 3], dtype=np.uint32) * 7 + t * 1000 + i).astype(np.uint8)
+
+    with rlink.LearnerNode(port=0, reliable=True) as learner, FaultProxy(learner.address) as proxy, \
+            rlink.ActorNode(proxy.address, **ACTOR_KW) as actor:
+        errors: list[BaseException] = []
+        trackers: list[rlink.Tracker] = []
+
+        def send(t: int) -> None:
+            try:
+                bufs = [np.empty(n, np.uint8) for n in sizes]
+                for i in range(per_thread):
+                    if t == 2 and i % 3 == 2:      # large, by reference
+                        trackers.append(actor.send_trajectory(
+                            {"t": t, "i": i, "data": expected(t, i)}, copy=False, timeout=SEND_TIMEOUT))
+                        continue
+                    buf = bufs[i % 3]
+                    buf[:] = expected(t, i)
+                    actor.send_trajectory({"t": t, "i": i, "data": buf}, timeout=SEND_TIMEOUT)
+                    buf[:] = 0xEE                   # the caller reuses its array at once
+            except BaseException as e:              # reported by the main thread
+                errors.append(e)
+
+        def cut() -> None:
+            for k, nbytes in enumerate(resets, 1):
+                proxy.rst_after(nbytes)
+                if not proxy.wait_event("rst", k, timeout=SEND_TIMEOUT):
+                    return
+
+        workers = [threading.Thread(target=send, args=(t,)) for t in range(threads)]
+        cutter = threading.Thread(target=cut)
+        cutter.start()
+        for w in workers:
+            w.start()
+        seen: dict[int, list[int]] = {t: [] for t in range(threads)}
+        total = threads * per_thread
+        got = 0
+        while got < total:
+            m = learner.receive_message(timeout=IDLE)
+            t, i = int(m.data["t"]), int(m.data["i"])
+            assert not m.redelivered, (t, i)
+            assert np.array_equal(m.data["data"], expected(t, i)), f"thread {t} trajectory {i} differs"
+            seen[t].append(i)
+            got += 1
+        for w in workers:
+            w.join(SEND_TIMEOUT)
+        cutter.join(SEND_TIMEOUT)
+        assert not errors, errors
+        assert all(seen[t] == list(range(per_thread)) for t in range(threads)), seen
+        assert [e for _, e in proxy.events].count("rst") == len(resets)
+        assert actor.stats()["reconnects"] >= len(resets)
+        actor.wait_acked(T)
+        with pytest.raises(rlink.TimeoutError):    # and nothing twice
+            learner.receive(timeout=0.5)
+        for tr in trackers:
+            assert tr.done
+
+
 def test_copy_false_holds_the_arrays_until_acknowledged():
     """copy=False keeps a reference to the arrays instead of a retained copy,
     until the learner's application has taken the trajectory; copy=True
