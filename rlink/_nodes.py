@@ -157,6 +157,9 @@ def _check_seconds(name: str, value: Any, maximum: float = 86400.0 * 365) -> flo
 
 AUTH_KEY_ENV = "RLINK_AUTH_KEY"
 _MAX_EVENTS = 1024
+# An actor's connection that lasted less than this counts as a failed
+# attempt for the reconnection backoff (ActorNode._keep_connected).
+_STABLE_S = 1.0
 _EVENT_KINDS = {_core.EV_JOINED: "joined", _core.EV_LEFT: "left", _core.EV_REJECTED: "rejected"}
 
 
@@ -489,7 +492,8 @@ class ActorNode(_Node):
     and reconnects by itself after a fault: up to ``retry_attempts`` tries
     (default: what the learner announces); the first at once, then waiting
     ``retry_backoff`` seconds and doubling (with jitter) up to
-    ``retry_backoff_max``.
+    ``retry_backoff_max``; a connection lost within a second of being made
+    counts as a failed attempt for that wait.
     Sends keep succeeding while disconnected until ``retain_bytes`` of
     un-acknowledged messages are held, then block. When the tries run out,
     calls raise :class:`rlink.ConnectionLostError`; :meth:`reconnect` resumes.
@@ -602,14 +606,30 @@ class ActorNode(_Node):
 
     def _keep_connected(self, core: Any) -> None:
         """Background policy: reconnect after every loss, give up after
-        retry_attempts consecutive failures."""
+        retry_attempts consecutive failures. A connection lost within
+        _STABLE_S of being made (a learner that drops us right after the
+        handshake, a link that keeps resetting) counts as a failure for the
+        backoff, so the pair does not reconnect in a hot loop; it does not
+        count towards giving up."""
+        connected_at = time.monotonic()
+        delay = 0.0
         while not self._stop.is_set():
             try:
                 if not core.wait_lost(0.5):
                     continue
             except _errors.ClosedError:
                 return
-            log.warning("%s: connection lost (%s); reconnecting", self, core.lost_reason())
+            lasted = time.monotonic() - connected_at
+            if lasted < _STABLE_S:
+                delay = min(max(delay * 2, self._backoff), self._backoff_max)
+                wait = delay * (0.5 + random.random())
+                log.warning("%s: connection lost (%s) %.3f s after it was made; reconnecting in "
+                            "%.3f s (backoff %.3f s)", self, core.lost_reason(), lasted, wait, delay)
+                if self._stop_requested(wait):
+                    return
+            else:
+                delay = 0.0
+                log.warning("%s: connection lost (%s); reconnecting", self, core.lost_reason())
             attempts = max(1, self.retry_attempts)
             try:
                 result = self._connect_until(core, float("inf"), attempts)
@@ -624,6 +644,7 @@ class ActorNode(_Node):
                 core.fail(reason)
                 log.error("%s: %s; %d messages retained, call reconnect() to resume", self, reason, retained)
                 return
+            connected_at = time.monotonic()
             log.info("%s: reconnected to learner %#x", self, result[0])
 
     def reconnect(self, timeout: float | None = None) -> None:

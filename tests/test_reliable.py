@@ -25,8 +25,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
+import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -603,6 +607,65 @@ def test_control_frames_wait_for_a_learner_write_that_stalled(local):
         assert learner.stats()["rejected"] == 0
         if local:
             assert actor.stats()["transport"] == "unix"
+
+
+def test_connections_dropped_right_after_the_handshake_back_off(caplog):
+    """A learner that completes the handshake and drops the connection at
+    once (as one that cannot map an actor's region does) must not make the
+    actor reconnect in a hot loop: each connection that lasted under a
+    second counts as a failed attempt for the backoff, which doubles from
+    retry_backoff to retry_backoff_max, and the actor really waits that long
+    before connecting again. Here the "learner" is a socket that answers the
+    hello (reliable) and closes, six times."""
+    backoff, backoff_max, rounds = 0.02, 0.16, 6
+    accepted: list[float] = []
+    ls = socket.create_server(("127.0.0.1", 0))
+    ls.settimeout(T)
+
+    def fake_learner() -> None:
+        with ls:
+            for _ in range(rounds):
+                try:
+                    c, _ = ls.accept()
+                except OSError:
+                    return
+                with c:
+                    accepted.append(time.monotonic())
+                    c.settimeout(T)
+                    hello = b""
+                    while len(hello) < 32:
+                        chunk = c.recv(32 - len(hello))
+                        if not chunk:
+                            break
+                        hello += chunk
+                    c.sendall(struct.pack("<4sHBBQQII", b"RLNK", rlink._core.PROTOCOL_VERSION, 2, 1,
+                                          0x1EA7, 0, 0, 0))
+                    c.recv(1)                      # the actor has taken the hello, or gone
+
+    server = threading.Thread(target=fake_learner)
+    server.start()
+    caplog.set_level(logging.WARNING, logger="rlink")
+    try:
+        with rlink.ActorNode(f"127.0.0.1:{ls.getsockname()[1]}", local=False, connect_timeout=T,
+                             retry_attempts=1000, retry_backoff=backoff,
+                             retry_backoff_max=backoff_max) as actor:
+            assert actor.reliable
+            actor.send_trajectory({"seq": 0})      # something to resend each time
+            server.join(SEND_TIMEOUT)
+            assert len(accepted) == rounds
+            waits = [(float(w), float(b)) for w, b in re.findall(
+                r"after it was made; reconnecting in ([0-9.]+) s \(backoff ([0-9.]+) s\)", caplog.text)]
+            assert len(waits) >= rounds - 1, caplog.text
+            # the backoff doubles, capped, before jitter
+            assert [b for _, b in waits[:rounds - 1]] == \
+                [round(min(backoff * 2 ** k, backoff_max), 3) for k in range(rounds - 1)]
+            # and each reconnection came no sooner than the wait it announced
+            for k in range(rounds - 1):
+                assert accepted[k + 1] - accepted[k] >= waits[k][0] - 0.002, (k, accepted, waits)
+            actor.close(timeout=0)
+    finally:
+        ls.close()
+        server.join(T)
 
 
 def test_retry_attempts_exhausted_then_reconnect():
