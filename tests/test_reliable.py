@@ -639,8 +639,7 @@ def test_connections_dropped_right_after_the_handshake_back_off(caplog):
                             break
                         hello += chunk
                     c.sendall(struct.pack("<4sHBBQQII", b"RLNK", rlink._core.PROTOCOL_VERSION, 2, 1,
-                                          0x1EA7, 0, 0, 0))
-                    c.recv(1)                      # the actor has taken the hello, or gone
+                                          0x1EA7, 0, 0, 0))   # then close: after the hello, EOF
 
     server = threading.Thread(target=fake_learner)
     server.start()
