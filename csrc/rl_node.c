@@ -321,7 +321,10 @@ static int wait_spinning(rl_node *n, long long deadline, int *spun) {
             }
         }
         rl_mutex_lock(&n->mu);
-        if (woke) return 0;
+        /* A wake-up between the last look and taking the lock back was
+         * broadcast while nobody waited on cv: it counts (wake_waiters bumps
+         * wake_seq under mu), or the waiter would sleep through the reply. */
+        if (woke || (uint64_t)rl_atomic_load(&n->wake_seq, RL_ACQUIRE) != seen) return 0;
     }
     return rl_cond_wait_until(&n->cv, &n->mu, deadline);
 }

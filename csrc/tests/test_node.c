@@ -298,12 +298,74 @@ static void test_node_close_wakes_direct_writer(void) {
     rl_node_destroy(L);
 }
 
+/* Request/reply waits spin for wait_spin_us before they sleep on the node's
+ * condition variable. A reply queued (and its wake-up broadcast) between the
+ * spin's last look and the sleep must not be slept through: before the
+ * fix, about one round trip in 1,000-5,000 here waited out its whole
+ * timeout with the reply already queued (and the learner's request waits
+ * likewise). The learner answers after 0-80 us, across the spin's end. */
+enum { RR_TRIPS = 3000 };
+static struct { rl_node *l; int answered; } rr;
+
+static RL_THREAD_RESULT RL_THREAD_CALL rr_learner(void *arg) {
+    (void)arg;
+    unsigned s = 1;
+    for (int i = 0; i < RR_TRIPS; i++) {
+        rl_msg *q = NULL;
+        if (rl_node_recv(rr.l, RL_Q_REQUEST, &q, 1, 10000) != 1) break;
+        s = s * 1103515245u + 12345u;
+        long long until = rl_mono_ns() + (long long)((s >> 8) % 80000);
+        while (rl_mono_ns() < until) RL_CPU_RELAX();
+        if (send_msg(rr.l, q->peer_id, RL_KIND_REPLY, q->hdr.ref, 0, 1) == RL_OK) rr.answered++;
+        rl_msg_free(q);
+    }
+    return 0;
+}
+
+static void test_node_request_reply_spin_then_sleep(void) {
+    rl_config lc, ac;
+    rl_config_default(&lc, RL_ROLE_LEARNER);
+    rl_config_default(&ac, RL_ROLE_ACTOR);
+    ac.wait_spin_us = 20;
+    lc.wait_spin_us = 20;
+    rl_node *L = NULL, *A = NULL;
+    int port = 0;
+    rl_hello peer;
+    if (!CHECK_EQ(rl_node_create(&lc, &L), RL_OK)) return;
+    CHECK_EQ(rl_node_listen(L, "127.0.0.1", 0, &port), RL_OK);
+    CHECK_EQ(rl_node_start(L), RL_OK);
+    if (!CHECK_EQ(rl_node_create(&ac, &A), RL_OK)) { rl_node_destroy(L); return; }
+    CHECK_EQ(rl_node_connect(A, "127.0.0.1", port, 5000, &peer), RL_OK);
+    CHECK_EQ(rl_node_start(A), RL_OK);
+    rr.l = L;
+    rr.answered = 0;
+    rl_thread t;
+    if (CHECK_EQ(rl_thread_create(&t, rr_learner, NULL), 0)) {
+        int late = 0;
+        for (int i = 1; i <= RR_TRIPS && late == 0; i++) {
+            if (!CHECK_EQ(send_msg(A, 0, RL_KIND_REQUEST, (uint64_t)i, i, 1), RL_OK)) break;
+            rl_msg *rep = NULL;
+            /* seconds to spare: only a lost wake-up takes this long */
+            int rc = rl_node_wait_reply(A, (uint64_t)i, rl_node_conn_gen(A), 3000, &rep);
+            if (rc != RL_OK) late = i;
+            if (rep) rl_msg_free(rep);
+        }
+        CHECK_EQ(late, 0);
+        rl_node_close(L, 0);   /* ends the learner thread's wait, if any */
+        rl_thread_join(t);
+        CHECK_EQ(rr.answered, RR_TRIPS);
+    }
+    rl_node_destroy(A);
+    rl_node_destroy(L);
+}
+
 static const rl_test node_tests[] = {
     RL_TEST(test_node_patterns),
     RL_TEST(test_node_rejects_garbage),
     RL_TEST(test_node_auth),
     RL_TEST(test_node_max_connections),
     RL_TEST(test_node_close_wakes_direct_writer),
+    RL_TEST(test_node_request_reply_spin_then_sleep),
 };
 
 void run_node_tests(void) { RL_RUN_SUITE(node_tests); }
